@@ -1,0 +1,57 @@
+# shipyard: one way in. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+PYTEST_ARGS ?=
+
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help venv up down test lint pytest molecule clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP) ## Create .venv with the pinned tools.
+
+up: $(STAMP) ## Bring the dev environment up: ansible-playbook site.yml.
+	$(BIN)/ansible-playbook site.yml $(ARGS)
+
+down: $(STAMP) ## Remove the dev environment; PURGE=1 also removes its volumes.
+	$(BIN)/ansible-playbook playbooks/down.yml -e down_purge=$(if $(PURGE),true,false) $(ARGS)
+
+lint: $(STAMP) ## yamllint, ansible-lint (production profile), ruff.
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --profile production
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# pytest exits 5 when it collects nothing: here that means a broken suite, not a pass.
+pytest: $(STAMP) ## Run the pytest suite.
+	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
+	exit $$rc
+
+molecule: $(STAMP) ## Run every molecule scenario (SCENARIOS="a b" for some).
+	@for s in $(SCENARIOS); do \
+	  echo "== molecule test -s $$s"; \
+	  $(BIN)/molecule test -s $$s; \
+	done
+
+test: lint pytest molecule ## Lint, pytest and every molecule scenario.
+
+clean: ## Remove .venv and caches (not the dev environment).
+	rm -rf $(VENV) .pytest_cache .ruff_cache
