@@ -26,7 +26,8 @@ def engine_vars(workdir: Path, timeout: int = 60, extra_args: tuple[str, ...] = 
         "docker_host_dockerd_args": [
             f"--data-root={workdir}/data",
             f"--exec-root={workdir}/exec",
-            "--bridge=none",
+            # --bridge=none would make dockerd delete the host engine's docker0.
+            f"--bridge={workdir.name}",
             "--iptables=false",
             *extra_args,
         ],
@@ -51,10 +52,12 @@ def stop_engine(workdir: Path) -> None:
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:
-    # Unix socket paths are limited to 108 bytes; pytest's tmp_path can be longer.
+    """A short directory (unix socket paths stop at 108 bytes) and a bridge of its own."""
     path = Path(tempfile.mkdtemp(prefix="sy-", dir="/tmp"))
+    subprocess.run(["ip", "link", "add", path.name, "type", "bridge"], check=True)
     yield path
     stop_engine(path)
+    subprocess.run(["ip", "link", "delete", path.name], check=False)
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
@@ -82,6 +85,14 @@ def test_engine_that_never_answers_fails_with_its_log(docker_engine: str, workdi
     failure = next(m for m in run.messages if "did not answer" in m)
     assert "docker_host_start_timeout" in failure
     assert "unknown flag: --no-such-flag" in failure
+
+
+def test_host_engine_keeps_working(base_image: str, workdir: Path):
+    """The throwaway engine must not disturb the host's: it still runs containers."""
+    assert run_playbook(PLAYBOOK, engine_vars(workdir)).rc == 0
+    stop_engine(workdir)
+    assert docker("run", "--rm", base_image, "echo", "still-running") == "still-running\n"
+    assert "docker0" in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
 
 
 def test_already_running_engine_is_not_touched(docker_engine: str):
