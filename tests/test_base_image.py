@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import docker, run_playbook
+from helpers import docker, run_playbook
 
 PLAYBOOK = "playbooks/base_image.yml"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import docker, run_playbook
+from helpers import docker, run_playbook
 
 pytestmark = pytest.mark.docker
 

@@ -1,0 +1,1188 @@
+#!/usr/bin/python3
+"""shipyard-init: the service supervisor that runs under tini in shipyard images.
+
+It reads a declarative TOML service file, runs one-shot steps and long-running
+services in order, gates each long-running service on a readiness probe, and
+stops everything in reverse order with per-service signals and timeouts.
+DESIGN.md, decision 3, explains why this exists instead of supervisord, runit
+or s6.
+
+Usage:
+    shipyard-init [--config PATH] [run]     supervise the services
+    shipyard-init [--config PATH] status    readiness query for HEALTHCHECK
+    shipyard-init [--config PATH] --check-config
+
+Exit codes: 0 after a requested stop; the failing service's code (or
+128+signal) when a one-shot fails or a critical service dies; 1 when a probe
+times out; 126/127 when a command cannot be executed; 78 for config errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import math
+import os
+import pwd
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Awaitable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+PROG = "shipyard-init"
+DEFAULT_CONFIG = "/etc/shipyard/services.toml"
+DEFAULT_STATUS_FILE = "/run/shipyard/init-status.json"
+DEFAULT_STOP_BUDGET = 9.0
+
+EX_OK = 0
+EX_FAILURE = 1
+EX_SOFTWARE = 70
+EX_CONFIG = 78
+EX_NOEXEC = 126
+EX_NOTFOUND = 127
+
+ONESHOT = "oneshot"
+LONGRUN = "longrun"
+PROBE_KINDS = ("command", "tcp", "unix", "file", "http")
+STOP_REQUEST_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+STOP_SIGNALS = {
+    name: signal.Signals[f"SIG{name}"]
+    for name in ("TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "WINCH", "KILL")
+}
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+SERVICE_KEYS = frozenset(
+    {
+        "name",
+        "type",
+        "command",
+        "user",
+        "environment",
+        "workdir",
+        "order",
+        "critical",
+        "start_timeout",
+        "stop_signal",
+        "stop_timeout",
+        "ready",
+        "ready_interval",
+    }
+)
+LONGRUN_ONLY_KEYS = frozenset({"critical", "ready", "ready_interval"})
+SUPERVISOR_KEYS = frozenset({"status_file", "stop_budget"})
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+# SIGKILL cannot be ignored, but a process stuck in uninterruptible sleep can
+# outlive it; past this grace the stop sequence moves on rather than hang.
+KILL_GRACE = 2.0
+# One probe attempt may hang (a filtered port, a wedged pg_isready); the
+# attempt is abandoned after this long so the next one can run.
+PROBE_ATTEMPT_MAX = 5.0
+READ_CHUNK = 65536
+# Lines longer than this are split so a service without newlines cannot grow
+# the buffer without bound.
+MAX_LINE = 65536
+PR_SET_CHILD_SUBREAPER = 36
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write everything, tolerating a non-blocking or closed descriptor.
+
+    Losing log lines is preferable to crashing the supervisor when whoever
+    reads the container's output has gone away.
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            select.select([], [fd], [], 1.0)
+            continue
+        except OSError:
+            return
+        view = view[written:]
+
+
+def log(message: str) -> None:
+    _write_all(2, f"{PROG} | {message}\n".encode(errors="replace"))
+
+
+class LinePump:
+    """Copies one service pipe to our stdout or stderr, prefixing each line.
+
+    Reads are driven by the event loop and never wait for a newline, so a
+    service that writes a lot (or writes half a line and stops) cannot stall
+    the supervisor.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, stream: IO[bytes], out_fd: int, name: str
+    ) -> None:
+        self._loop = loop
+        self._stream = stream
+        self._fd = stream.fileno()
+        self._out_fd = out_fd
+        self._prefix = f"{name} | ".encode()
+        self._buffer = b""
+        self.closed = False
+        os.set_blocking(self._fd, False)
+        loop.add_reader(self._fd, self._read_once)
+
+    def _read_once(self) -> bool:
+        """Return False once the pipe is exhausted for now (or for good)."""
+        try:
+            data = os.read(self._fd, READ_CHUNK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return False
+        self._feed(data)
+        return True
+
+    def _feed(self, data: bytes) -> None:
+        lines = (self._buffer + data).split(b"\n")
+        self._buffer = lines.pop()
+        if len(self._buffer) >= MAX_LINE:
+            lines.append(self._buffer)
+            self._buffer = b""
+        if lines:
+            _write_all(self._out_fd, b"".join(self._prefix + line + b"\n" for line in lines))
+
+    def drain(self, max_reads: int = 64) -> None:
+        """Copy what is already in the pipe, so it is logged before the exit that follows it."""
+        for _ in range(max_reads):
+            if self.closed or not self._read_once():
+                return
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._buffer:
+            _write_all(self._out_fd, self._prefix + self._buffer + b"\n")
+            self._buffer = b""
+        self._loop.remove_reader(self._fd)
+        self._stream.close()
+
+
+# --------------------------------------------------------------------------- config
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: str
+    target: str = ""
+    command: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "command":
+            return f"command {list(self.command)}"
+        return f"{self.kind} {self.target}"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    command: tuple[str, ...]
+    kind: str = LONGRUN
+    user: Account | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    order: int = 0
+    position: int = 0
+    critical: bool = True
+    start_timeout: float = 30.0
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_timeout: float = 5.0
+    ready: Probe | None = None
+    ready_interval: float = 0.2
+
+
+@dataclass(frozen=True)
+class Config:
+    status_file: Path
+    stop_budget: float
+    services: tuple[Service, ...]
+
+
+def _toml_type(value: object) -> str:
+    names = {bool: "boolean", int: "integer", float: "float", str: "string"}
+    names |= {list: "array", dict: "table"}
+    return names.get(type(value), type(value).__name__)
+
+
+class _Table:
+    """Typed access to one TOML table, so that every error names its key."""
+
+    def __init__(self, data: Mapping[str, object], where: str, allowed: Iterable[str]) -> None:
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})"
+            )
+        self._data = data
+        self.where = where
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.where}: key '{key}': {problem}")
+
+    def _typed(self, key: str, kinds: tuple[type, ...], expected: str) -> object:
+        value = self._data.get(key)
+        # bool is an int subclass in Python but a distinct type in TOML.
+        if value is not None and (
+            not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+        ):
+            raise self.error(key, f"expected {expected}, got {_toml_type(value)}")
+        return value
+
+    def string(self, key: str) -> str | None:
+        value = self._typed(key, (str,), "a string")
+        if value == "":
+            raise self.error(key, "must not be empty")
+        return value if isinstance(value, str) else None
+
+    def path(self, key: str) -> str | None:
+        value = self.string(key)
+        if value is not None and not value.startswith("/"):
+            raise self.error(key, f"expected an absolute path, got '{value}'")
+        return value
+
+    def number(self, key: str, default: float, *, allow_zero: bool = False) -> float:
+        value = self._typed(key, (int, float), "a number of seconds")
+        if not isinstance(value, int | float):
+            return default
+        if not math.isfinite(value) or value < 0:
+            raise self.error(key, f"expected a finite non-negative number, got {value}")
+        if value == 0 and not allow_zero:
+            raise self.error(key, "must be greater than 0")
+        return float(value)
+
+    def integer(self, key: str, default: int) -> int:
+        value = self._typed(key, (int,), "an integer")
+        return value if isinstance(value, int) else default
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._typed(key, (bool,), "true or false")
+        return value if isinstance(value, bool) else default
+
+    def table(self, key: str) -> Mapping[str, object] | None:
+        value = self._typed(key, (dict,), "a table")
+        return value if isinstance(value, dict) else None
+
+    def tables(self, key: str) -> list[object]:
+        value = self._typed(key, (list,), "an array of tables ([[service]])")
+        return value if isinstance(value, list) else []
+
+    def argv(self, key: str) -> tuple[str, ...] | None:
+        value = self._typed(key, (list,), "a list of strings")
+        if not isinstance(value, list):
+            return None
+        if not value:
+            raise self.error(key, "must not be empty")
+        for item in value:
+            if not isinstance(item, str) or "\0" in item:
+                raise self.error(key, f"expected a list of strings, found {_toml_type(item)}")
+        if not value[0]:
+            raise self.error(key, "the program name must not be empty")
+        return tuple(value)
+
+    def raw(self, key: str) -> object:
+        return self._data.get(key)
+
+
+def _split_host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected 'host:port', got '{value}'")
+    return host, int(port)
+
+
+def _check_probe_target(kind: str, target: str) -> None:
+    if kind == "tcp":
+        _split_host_port(target)
+    elif kind in ("unix", "file") and not target.startswith("/"):
+        raise ValueError(f"expected an absolute path, got '{target}'")
+    elif kind == "http":
+        parts = urlsplit(target)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"expected an http:// URL with a host, got '{target}'")
+        _ = parts.port  # raises ValueError for a malformed port
+
+
+def _parse_probe(table: _Table) -> Probe | None:
+    spec = table.table("ready")
+    if spec is None:
+        return None
+    if len(spec) != 1:
+        found = ", ".join(sorted(spec)) or "nothing"
+        raise table.error("ready", f"expected exactly one of {', '.join(PROBE_KINDS)}; got {found}")
+    kind, value = next(iter(spec.items()))
+    key = f"ready.{kind}"
+    if kind not in PROBE_KINDS:
+        raise table.error(key, f"unknown probe kind (expected one of {', '.join(PROBE_KINDS)})")
+    if kind == "command":
+        argv = _Table({key: value}, table.where, {key}).argv(key)
+        return Probe(kind, command=argv or ())
+    if not isinstance(value, str):
+        raise table.error(key, f"expected a string, got {_toml_type(value)}")
+    try:
+        _check_probe_target(kind, value)
+    except ValueError as exc:
+        raise table.error(key, str(exc)) from None
+    return Probe(kind, target=value)
+
+
+def _resolve_user(table: _Table) -> Account | None:
+    value = table.raw("user")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str) or value in ("", -1):
+        raise table.error("user", f"expected a user name or uid, got {value!r}")
+    # Resolved now, so that --check-config (run at image build time) catches
+    # a user the image does not have.
+    try:
+        numeric = isinstance(value, int) or (value.isascii() and value.isdigit())
+        entry = pwd.getpwuid(int(value)) if numeric else pwd.getpwnam(str(value))
+    except (KeyError, OverflowError, ValueError):
+        raise table.error("user", f"no such user: {value!r}") from None
+    groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
+
+
+def _parse_environment(table: _Table) -> dict[str, str]:
+    env = table.table("environment") or {}
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key:
+            raise table.error(f"environment.{key}", "invalid variable name")
+        if not isinstance(value, str) or "\0" in value:
+            raise table.error(f"environment.{key}", f"expected a string, got {_toml_type(value)}")
+    return dict(env)
+
+
+def _parse_signal(table: _Table) -> signal.Signals:
+    name = table.string("stop_signal") or "TERM"
+    short = name.removeprefix("SIG")
+    if short not in STOP_SIGNALS:
+        raise table.error(
+            "stop_signal", f"unknown signal '{name}' (expected one of {', '.join(STOP_SIGNALS)})"
+        )
+    return STOP_SIGNALS[short]
+
+
+def _service_header(raw: object, index: int) -> tuple[Mapping[str, object], str, str]:
+    """Validate the name and type first, so later errors can name the service."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"service #{index + 1}: expected a table, got {_toml_type(raw)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"service #{index + 1}: key 'name': expected a name matching [A-Za-z0-9_.-]+, "
+            f"got {name!r}"
+        )
+    if name == PROG:
+        raise ConfigError(
+            f"service #{index + 1}: key 'name': '{PROG}' marks the supervisor's lines"
+        )
+    where = f"service '{name}'"
+    kind = raw.get("type", LONGRUN)
+    if kind not in (ONESHOT, LONGRUN):
+        raise ConfigError(f"{where}: key 'type': expected 'oneshot' or 'longrun', got {kind!r}")
+    longrun_only = sorted(LONGRUN_ONLY_KEYS & set(raw))
+    if kind == ONESHOT and longrun_only:
+        raise ConfigError(f"{where}: key '{longrun_only[0]}': applies to longrun services only")
+    return raw, name, str(kind)
+
+
+def _parse_service(raw: object, index: int) -> Service:
+    data, name, kind = _service_header(raw, index)
+    table = _Table(data, f"service '{name}'", SERVICE_KEYS)
+    command = table.argv("command")
+    if command is None:
+        raise table.error("command", "is required")
+    return Service(
+        name=name,
+        command=command,
+        kind=kind,
+        user=_resolve_user(table),
+        environment=_parse_environment(table),
+        workdir=table.path("workdir"),
+        order=table.integer("order", 0),
+        position=index,
+        critical=table.boolean("critical", True),
+        start_timeout=table.number("start_timeout", 30.0),
+        stop_signal=_parse_signal(table),
+        stop_timeout=table.number("stop_timeout", 5.0, allow_zero=True),
+        ready=_parse_probe(table),
+        ready_interval=table.number("ready_interval", 0.2),
+    )
+
+
+def _check_names(services: Iterable[Service]) -> None:
+    seen: set[str] = set()
+    for service in services:
+        if service.name in seen:
+            raise ConfigError(f"service '{service.name}': key 'name': duplicate service name")
+        seen.add(service.name)
+
+
+def _check_stop_budget(services: Iterable[Service], budget: float) -> None:
+    # Services stop one after another, so their timeouts add up; the sum has
+    # to fit inside Docker's stop timeout or the engine SIGKILLs everything.
+    longruns = [s for s in services if s.kind == LONGRUN]
+    total = sum(s.stop_timeout for s in longruns)
+    if total > budget:
+        parts = ", ".join(f"{s.name}={s.stop_timeout:g}" for s in longruns)
+        raise ConfigError(
+            f"[supervisor]: key 'stop_budget': the long-running services' stop_timeout "
+            f"values add up to {total:g} s ({parts}), more than stop_budget = {budget:g} s"
+        )
+
+
+def parse_config(data: Mapping[str, object]) -> Config:
+    top = _Table(data, "top level", {"supervisor", "service"})
+    sup = _Table(top.table("supervisor") or {}, "[supervisor]", SUPERVISOR_KEYS)
+    status_file = Path(sup.path("status_file") or DEFAULT_STATUS_FILE)
+    stop_budget = sup.number("stop_budget", DEFAULT_STOP_BUDGET)
+    raw_services = top.tables("service")
+    if not raw_services:
+        raise ConfigError("top level: key 'service': at least one [[service]] is required")
+    services = [_parse_service(raw, index) for index, raw in enumerate(raw_services)]
+    _check_names(services)
+    _check_stop_budget(services, stop_budget)
+    services.sort(key=lambda s: (s.order, s.position))
+    return Config(status_file, stop_budget, tuple(services))
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(data)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def exit_status(returncode: int) -> int:
+    """Shell convention: a death by signal N is reported as 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"
+
+
+class SpawnError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(eq=False)
+class Child:
+    """One process we started: its exit status arrives on `exited`."""
+
+    pid: int
+    exited: asyncio.Future[int]
+    pumps: tuple[LinePump, ...] = ()
+
+    def send(self, sig: signal.Signals) -> None:
+        # Until we have reaped it the pid cannot have been reused, so this
+        # check is what makes signalling by pid safe.
+        if not self.exited.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def drain(self) -> None:
+        for pump in self.pumps:
+            pump.drain()
+
+
+class Reaper:
+    """Collects exit statuses with waitpid(-1) whenever SIGCHLD arrives.
+
+    One reaper for every child (rather than asyncio's per-process watchers)
+    also collects orphans re-parented to us in subreaper mode, and reacts to
+    an exit as soon as the signal is delivered.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._procs: dict[int, tuple[subprocess.Popen[bytes], asyncio.Future[int]]] = {}
+
+    def watch(self, proc: subprocess.Popen[bytes]) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = self._loop.create_future()
+        self._procs[proc.pid] = (proc, future)
+        return future
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            entry = self._procs.pop(pid, None)
+            if entry is None:
+                continue  # an adopted orphan: reaping it is all it needs
+            proc, future = entry
+            returncode = os.waitstatus_to_exitcode(status)
+            # Popen would otherwise waitpid() this pid again when collected,
+            # possibly stealing the status of a newer child that reused it.
+            proc.returncode = returncode
+            if not future.done():
+                future.set_result(returncode)
+
+
+def _environment(service: Service) -> dict[str, str]:
+    env = dict(os.environ)
+    if service.user is not None:
+        user = service.user
+        env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
+    env.update(service.environment)
+    return env
+
+
+def _popen(service: Service, argv: tuple[str, ...], capture: bool) -> subprocess.Popen[bytes]:
+    stream = subprocess.PIPE if capture else subprocess.DEVNULL
+    user = service.user
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stream,
+            stderr=stream,
+            env=_environment(service),
+            cwd=service.workdir,
+            # Own process group: killpg() then reaches the service's helpers
+            # too, and a terminal's Ctrl-C does not hit services directly.
+            start_new_session=True,
+            user=user.uid if user else None,
+            group=user.gid if user else None,
+            extra_groups=list(user.groups) if user else None,
+        )
+    except FileNotFoundError as exc:
+        raise SpawnError(str(exc), EX_NOTFOUND) from None
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise SpawnError(str(exc), EX_NOEXEC) from None
+
+
+# --------------------------------------------------------------------------- probes
+
+
+async def _connect(opening: Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+    _, writer = await opening
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+async def _http_probe(url: str) -> str | None:
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+    try:
+        host = parts.netloc.rpartition("@")[2]
+        request = f"GET {target} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: {PROG}\r\n\r\n"
+        writer.write(request.encode())
+        await writer.drain()
+        status_line = await reader.readline()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    fields = status_line.split()
+    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
+        return f"malformed HTTP status line {status_line[:80]!r}"
+    code = int(fields[1])
+    return None if 200 <= code < 400 else f"HTTP status {code}"
+
+
+async def _network_probe(probe: Probe) -> str | None:
+    if probe.kind == "tcp":
+        host, port = _split_host_port(probe.target)
+        await _connect(asyncio.open_connection(host, port))
+    elif probe.kind == "unix":
+        await _connect(asyncio.open_unix_connection(probe.target))
+    elif probe.kind == "http":
+        return await _http_probe(probe.target)
+    elif not Path(probe.target).exists():
+        return "does not exist yet"
+    return None
+
+
+# --------------------------------------------------------------------------- supervisor
+
+
+@dataclass(eq=False)
+class Runtime:
+    """What the supervisor knows about one service while it runs."""
+
+    service: Service
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    state: str = "pending"
+    child: Child | None = None
+    probe_task: asyncio.Task[None] | None = None
+    restart_timer: asyncio.TimerHandle | None = None
+    restarts: int = 0
+    failures: int = 0
+    launched_at: float = 0.0
+    last_probe_error: str = ""
+
+    @property
+    def is_ready(self) -> bool:
+        return self.state == ("done" if self.service.kind == ONESHOT else "ready")
+
+    def snapshot(self) -> dict[str, object]:
+        running = self.child is not None and not self.child.exited.done()
+        return {
+            "name": self.service.name,
+            "type": self.service.kind,
+            "critical": self.service.critical,
+            "state": self.state,
+            "ready": self.is_ready,
+            "pid": self.child.pid if running and self.child else None,
+            "restarts": self.restarts,
+        }
+
+
+class StatusFile:
+    """The JSON file `shipyard-init status` reads; replaced atomically on every change."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._warned = False
+
+    def write(self, document: Mapping[str, object]) -> None:
+        data = json.dumps(document, indent=2).encode() + b"\n"
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp.write_bytes(data)
+            self._tmp.replace(self._path)
+        except OSError as exc:
+            # Health reporting is not worth taking the services down for.
+            if not self._warned:
+                log(f"warning: cannot write status file {self._path}: {exc}")
+                self._warned = True
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """Return (state, start time in clock ticks) from /proc/PID/stat."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = raw.rpartition(")")[2].split()
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+class Supervisor:
+    def __init__(self, config: Config) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._reaper = Reaper(self._loop)
+        self._runtimes = [Runtime(service) for service in config.services]
+        self._launched: list[Runtime] = []
+        self._pumps: set[LinePump] = set()
+        self._outcome: asyncio.Future[int] = self._loop.create_future()
+        self._state = "starting"
+        self._exit_code: int | None = None
+        self._status = StatusFile(config.status_file)
+        stat = _proc_stat(os.getpid())
+        # The start time tells `status` whether the recorded pid is still us
+        # and not some later process that reused the number.
+        self._start_ticks = stat[1] if stat else None
+
+    @property
+    def stopping(self) -> bool:
+        return self._outcome.done()
+
+    async def run(self) -> int:
+        self._install_signal_handlers()
+        self._publish()
+        starter = self._loop.create_task(self._start_all())
+        starter.add_done_callback(self._on_starter_done)
+        code = await self._outcome
+        starter.cancel()
+        await asyncio.gather(starter, return_exceptions=True)
+        await self._stop_all()
+        self._close_pumps()
+        self._state, self._exit_code = "exited", code
+        self._publish()
+        log(f"exiting with code {code}")
+        self._release_signal_handlers()
+        return code
+
+    # ---- signals and outcome
+
+    def _install_signal_handlers(self) -> None:
+        self._loop.add_signal_handler(signal.SIGCHLD, self._reaper.reap)
+        for sig in STOP_REQUEST_SIGNALS:
+            self._loop.add_signal_handler(sig, self._on_stop_signal, sig)
+
+    def _release_signal_handlers(self) -> None:
+        # Everything is down: a late signal must not turn a clean exit into
+        # a death by signal between here and the interpreter's exit.
+        for sig in STOP_REQUEST_SIGNALS:
+            self._loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
+        self._loop.remove_signal_handler(signal.SIGCHLD)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if self.stopping:
+            log(f"received {sig.name} while already stopping")
+            return
+        log(f"received {sig.name}; stopping services")
+        self._finish(EX_OK)
+
+    def _finish(self, code: int) -> None:
+        """Decide the exit code; the first decision wins and starts the stop."""
+        if self.stopping:
+            return
+        self._state = "stopping"
+        self._outcome.set_result(code)
+        self._publish()
+
+    def _on_starter_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log(f"internal error during start-up: {task.exception()!r}")
+            self._finish(EX_SOFTWARE)
+
+    def _publish(self) -> None:
+        supervisor = {
+            "pid": os.getpid(),
+            "start_ticks": self._start_ticks,
+            "state": self._state,
+            "exit_code": self._exit_code,
+            "updated": time.time(),
+        }
+        services = [runtime.snapshot() for runtime in self._runtimes]
+        self._status.write({"supervisor": supervisor, "services": services})
+
+    # ---- starting
+
+    async def _start_all(self) -> None:
+        for runtime in self._runtimes:
+            if runtime.service.kind == ONESHOT:
+                started = await self._start_oneshot(runtime)
+            else:
+                started = await self._start_longrun(runtime)
+            if not started:
+                return
+        if not any(rt.service.kind == LONGRUN for rt in self._runtimes):
+            log("all one-shot services completed; nothing left to supervise")
+            self._finish(EX_OK)
+            return
+        self._state = "running"
+        self._publish()
+        ready = sum(rt.is_ready for rt in self._runtimes)
+        log(f"start-up complete: {ready} of {len(self._runtimes)} services ready")
+
+    async def _start_oneshot(self, runtime: Runtime) -> bool:
+        service = runtime.service
+        child = self._launch(runtime)
+        if child is None:
+            return False
+        if not await self._wait_exit(child, service.start_timeout):
+            log(
+                f"one-shot {service.name} did not finish within start_timeout = "
+                f"{service.start_timeout:g} s; aborting start-up"
+            )
+            self._finish(EX_FAILURE)
+            return False
+        child.drain()
+        # A one-shot runs in the foreground; anything it left behind (say, a
+        # temporary server it failed to shut down) would collide with the
+        # services that follow.
+        child.kill_group()
+        returncode = child.exited.result()
+        if returncode != 0:
+            runtime.state = "failed"
+            log(f"one-shot {service.name} {describe_exit(returncode)}; aborting start-up")
+            self._finish(exit_status(returncode))
+            return False
+        runtime.state = "done"
+        self._publish()
+        log(f"one-shot {service.name} completed")
+        return True
+
+    async def _start_longrun(self, runtime: Runtime) -> bool:
+        service = runtime.service
+        child = self._launch(runtime)
+        if child is None:
+            # A non-critical service's restart is already scheduled.
+            return not service.critical
+        if await self._ready_or_exit(runtime, child):
+            return True
+        if child.exited.done():
+            # The exit handler has logged it and either aborted start-up
+            # (critical) or scheduled a restart; the rest need not wait.
+            if not service.critical:
+                log(f"continuing start-up without non-critical {service.name}")
+            return not service.critical
+        detail = f" (last probe: {runtime.last_probe_error})" if runtime.last_probe_error else ""
+        if service.critical:
+            log(
+                f"{service.name} was not ready within start_timeout = "
+                f"{service.start_timeout:g} s{detail}; aborting start-up"
+            )
+            self._finish(EX_FAILURE)
+            return False
+        log(
+            f"warning: non-critical {service.name} is not ready after "
+            f"{service.start_timeout:g} s{detail}; starting the rest anyway"
+        )
+        return True
+
+    async def _ready_or_exit(self, runtime: Runtime, child: Child) -> bool:
+        """Wait up to start_timeout for readiness; return early if the process exits."""
+        ready = self._loop.create_task(runtime.ready.wait())
+        try:
+            await asyncio.wait(
+                {ready, child.exited},
+                timeout=runtime.service.start_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            ready.cancel()
+        return runtime.ready.is_set()
+
+    def _spawn(self, service: Service, argv: tuple[str, ...], *, capture: bool) -> Child:
+        proc = _popen(service, argv, capture)
+        exited = self._reaper.watch(proc)
+        if not capture or proc.stdout is None or proc.stderr is None:
+            return Child(proc.pid, exited)
+        self._pumps = {pump for pump in self._pumps if not pump.closed}
+        pumps = (
+            LinePump(self._loop, proc.stdout, 1, service.name),
+            LinePump(self._loop, proc.stderr, 2, service.name),
+        )
+        self._pumps.update(pumps)
+        return Child(proc.pid, exited, pumps)
+
+    def _launch(self, runtime: Runtime) -> Child | None:
+        service = runtime.service
+        runtime.launched_at = self._loop.time()
+        try:
+            child = self._spawn(service, service.command, capture=True)
+        except SpawnError as exc:
+            log(f"cannot start {service.name}: {exc}")
+            self._on_spawn_failure(runtime, exc.code)
+            return None
+        runtime.child, runtime.state = child, "starting"
+        runtime.ready.clear()
+        if runtime not in self._launched:
+            self._launched.append(runtime)
+        log(f"started {service.name} (pid {child.pid})")
+        if service.kind == LONGRUN:
+            child.exited.add_done_callback(partial(self._on_longrun_exit, runtime, child))
+            runtime.probe_task = self._loop.create_task(self._await_ready(runtime, child))
+        self._publish()
+        return child
+
+    def _on_spawn_failure(self, runtime: Runtime, code: int) -> None:
+        runtime.state = "failed"
+        service = runtime.service
+        if service.kind == LONGRUN and not service.critical:
+            self._schedule_restart(runtime, "could not be started")
+        else:
+            self._finish(code)
+        self._publish()
+
+    # ---- readiness
+
+    async def _await_ready(self, runtime: Runtime, child: Child) -> None:
+        probe = runtime.service.ready
+        while probe is not None:
+            error = await self._probe_once(runtime.service, probe)
+            if error is None:
+                break
+            runtime.last_probe_error = error
+            await asyncio.sleep(runtime.service.ready_interval)
+        if child is runtime.child and not child.exited.done():
+            runtime.state = "ready"
+            runtime.ready.set()
+            self._publish()
+            elapsed = self._loop.time() - runtime.launched_at
+            log(f"{runtime.service.name} is ready ({elapsed:.2f} s after start)")
+
+    async def _probe_once(self, service: Service, probe: Probe) -> str | None:
+        timeout = min(service.start_timeout, PROBE_ATTEMPT_MAX)
+        try:
+            if probe.kind == "command":
+                error = await asyncio.wait_for(self._command_probe(service, probe), timeout)
+            else:
+                error = await asyncio.wait_for(_network_probe(probe), timeout)
+        except TimeoutError:
+            error = f"no answer within {timeout:g} s"
+        # Whatever goes wrong in one attempt (refused, reset, a bad host name)
+        # just means "not ready yet".
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+        return None if error is None else f"{probe.describe()}: {error}"
+
+    async def _command_probe(self, service: Service, probe: Probe) -> str | None:
+        try:
+            child = self._spawn(service, probe.command, capture=False)
+        except SpawnError as exc:
+            return f"cannot run it: {exc}"
+        try:
+            returncode = await asyncio.shield(child.exited)
+        except asyncio.CancelledError:
+            child.kill_group()
+            raise
+        return None if returncode == 0 else describe_exit(returncode)
+
+    # ---- unexpected exits
+
+    def _on_longrun_exit(self, runtime: Runtime, child: Child, exited: asyncio.Future[int]) -> None:
+        returncode = exited.result()
+        child.drain()
+        # Helpers left behind in the service's group would hold its ports and
+        # pipes; a restart or the stop sequence should start from a clean slate.
+        child.kill_group()
+        if runtime.probe_task is not None:
+            runtime.probe_task.cancel()
+        if runtime.state == "stopping":
+            return
+        if self.stopping:
+            log(f"{runtime.service.name} {describe_exit(returncode)} during shutdown")
+            runtime.state = "exited"
+            return
+        was_starting = runtime.state == "starting"
+        runtime.state = "exited"
+        runtime.ready.clear()
+        if runtime.service.critical:
+            self._on_critical_exit(runtime, returncode, was_starting)
+        else:
+            self._schedule_restart(runtime, describe_exit(returncode))
+        self._publish()
+
+    def _on_critical_exit(self, runtime: Runtime, returncode: int, was_starting: bool) -> None:
+        name, what = runtime.service.name, describe_exit(returncode)
+        if was_starting:
+            log(f"{name} {what} while starting; aborting start-up")
+            self._finish(exit_status(returncode) or EX_FAILURE)
+        else:
+            log(f"critical service {name} {what}; stopping the other services")
+            self._finish(exit_status(returncode))
+
+    def _schedule_restart(self, runtime: Runtime, reason: str) -> None:
+        if self._loop.time() - runtime.launched_at >= BACKOFF_MAX:
+            runtime.failures = 0  # it ran for a good while: not a crash loop
+        delay = min(BACKOFF_FIRST * 2 ** min(runtime.failures, 10), BACKOFF_MAX)
+        runtime.failures += 1
+        runtime.state = "backoff"
+        log(f"non-critical {runtime.service.name} {reason}; restarting in {delay:g} s")
+        runtime.restart_timer = self._loop.call_later(delay, self._restart, runtime)
+
+    def _restart(self, runtime: Runtime) -> None:
+        runtime.restart_timer = None
+        if not self.stopping:
+            runtime.restarts += 1
+            self._launch(runtime)
+
+    # ---- stopping
+
+    async def _stop_all(self) -> None:
+        probes = []
+        for runtime in self._runtimes:
+            if runtime.restart_timer is not None:
+                runtime.restart_timer.cancel()
+            if runtime.probe_task is not None:
+                runtime.probe_task.cancel()
+                probes.append(runtime.probe_task)
+        await asyncio.gather(*probes, return_exceptions=True)
+        for runtime in reversed(self._launched):
+            await self._stop(runtime)
+
+    async def _stop(self, runtime: Runtime) -> None:
+        service, child = runtime.service, runtime.child
+        if child is None or child.exited.done():
+            return
+        runtime.state = "stopping"
+        self._publish()
+        began = self._loop.time()
+        log(f"stopping {service.name} (pid {child.pid}) with {service.stop_signal.name}")
+        child.send(service.stop_signal)
+        if not await self._wait_exit(child, service.stop_timeout):
+            log(
+                f"warning: {service.name} did not stop within stop_timeout = "
+                f"{service.stop_timeout:g} s; sending SIGKILL to its process group"
+            )
+            child.kill_group()
+            if not await self._wait_exit(child, KILL_GRACE):
+                log(f"warning: {service.name} survived SIGKILL for {KILL_GRACE:g} s; moving on")
+        child.kill_group()
+        child.drain()
+        runtime.state = "stopped"
+        self._publish()
+        outcome = describe_exit(child.exited.result()) if child.exited.done() else "still running"
+        log(f"{service.name} stopped after {self._loop.time() - began:.3f} s ({outcome})")
+
+    @staticmethod
+    async def _wait_exit(child: Child, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(child.exited), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _close_pumps(self) -> None:
+        for pump in self._pumps:
+            pump.drain()
+            pump.close()
+        self._pumps.clear()
+
+
+async def supervise(config: Config) -> int:
+    return await Supervisor(config).run()
+
+
+# --------------------------------------------------------------------------- status query
+
+
+def _status_problems(path: Path) -> list[str]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [f"supervisor has not started (no {path})"]
+    except (OSError, ValueError) as exc:
+        return [f"cannot read {path}: {exc}"]
+    try:
+        supervisor, services = document["supervisor"], document["services"]
+        pid, state = int(supervisor["pid"]), supervisor["state"]
+        stat = _proc_stat(pid)
+        if stat is None or stat[0] in "ZXx" or stat[1] != supervisor["start_ticks"]:
+            return [f"supervisor (pid {pid}) is not running (last state: {state})"]
+        problems = [] if state == "running" else [f"supervisor is {state}"]
+        problems += [f"{s['name']} ({s['state']})" for s in services if not s["ready"]]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return [f"malformed status file {path}"]
+    return problems
+
+
+def query_status(path: Path) -> int:
+    problems = _status_problems(path)
+    if problems:
+        print(f"not ready: {', '.join(problems)}")
+        return EX_FAILURE
+    print("ready")
+    return EX_OK
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _become_subreaper() -> None:
+    """Adopt orphans ourselves; only useful when no tini (or tini -s) is above us."""
+    if os.environ.get("SHIPYARD_INIT_SUBREAPER") != "1":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log(f"warning: cannot become a child subreaper: {os.strerror(ctypes.get_errno())}")
+    else:
+        log("acting as child subreaper")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Supervise the services of a container."
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("SHIPYARD_INIT_CONFIG") or DEFAULT_CONFIG),
+        help=f"service file (default: $SHIPYARD_INIT_CONFIG or {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the service file and exit"
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=("run", "status"),
+        default="run",
+        help="run: supervise (default); status: exit 0 only when every service is ready",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        log(f"config error: {exc}")
+        # Docker reserves health-check exit codes above 1.
+        return EX_FAILURE if args.command == "status" and not args.check_config else EX_CONFIG
+    if args.check_config:
+        names = ", ".join(service.name for service in config.services)
+        print(f"{args.config}: OK ({len(config.services)} services: {names})")
+        return EX_OK
+    if args.command == "status":
+        return query_status(config.status_file)
+    _become_subreaper()
+    code = asyncio.run(supervise(config))
+    # Every service is down and every line went out through os.write();
+    # interpreter teardown would only add tens of milliseconds to `docker stop`.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
