@@ -1,0 +1,596 @@
+"""shipyard log agent: tails files like fluentd's in_tail and forwards them with acks.
+
+    python3 -m shipyard_logs.agent [--config FILE] [--check-config]
+
+Each source (a path or glob, a tag, a format) keeps a position file with one
+line per watched file, `path<TAB>offset<TAB>inode` in hex as fluentd writes
+it. Lines are parsed, tagged, batched and sent as PackedForward frames, each
+with a unique `chunk` id. Positions move only after the collector acked every
+frame of a batch, so the backlog stays in the log files themselves.
+
+The batch in flight is written to `<pos_dir>/inflight.msgpack` before it is
+sent: after a crash it is resent with the same chunk ids, which the collector
+recognises, so a restart duplicates nothing.
+
+Rotation: when a path names a new inode (rename and create), the old file is
+read to its end and dropped `rotate_wait` seconds later while the new one is
+read from its start; when a file shrinks below the position (copytruncate), it
+is read again from 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import glob
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from . import forward
+from .config import ConfigError, load_file, merge
+from .parsers import PARSERS, Parser, now
+
+log = logging.getLogger("shipyard_logs.agent")
+
+EX_CONFIG = 78
+INFLIGHT = "inflight.msgpack"
+
+DEFAULTS: dict[str, Any] = {
+    "collector_host": "127.0.0.1",
+    "collector_port": 24224,
+    "pos_dir": "/var/lib/shipyard/log-agent",
+    "host": "",
+    "host_key": "source_host",
+    "batch_lines": 1000,
+    "batch_bytes": 1024 * 1024,
+    "flush_interval": 1.0,
+    "poll_interval": 0.25,
+    "refresh_interval": 5.0,
+    "rotate_wait": 5.0,
+    "read_from_head": False,
+    "connect_timeout": 5.0,
+    "ack_timeout": 30.0,
+    "retry_max_interval": 30.0,
+    "compress": "gzip",
+    "max_line_bytes": 1024 * 1024,
+    "log_level": "INFO",
+}
+SOURCE_DEFAULTS: dict[str, Any] = {
+    "path": "",
+    "tag": "",
+    "format": "none",
+    "read_from_head": None,
+    "pos_file": "",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    paths: tuple[str, ...]
+    tag: str
+    format: str
+    read_from_head: bool
+    pos_file: Path
+
+    @property
+    def parser(self) -> Parser:
+        return PARSERS[self.format]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    collector: tuple[str, int]
+    pos_dir: Path
+    host: str
+    host_key: str
+    batch_lines: int
+    batch_bytes: int
+    flush_interval: float
+    poll_interval: float
+    refresh_interval: float
+    rotate_wait: float
+    connect_timeout: float
+    ack_timeout: float
+    retry_max_interval: float
+    compress: bool
+    max_line_bytes: int
+    log_level: str
+    sources: tuple[Source, ...]
+
+
+def _source(index: int, given: object, top: dict[str, Any], pos_dir: Path) -> Source:
+    where = f"sources[{index}]"
+    if not isinstance(given, dict):
+        raise ConfigError(f"{where} must be a table")
+    raw = merge(SOURCE_DEFAULTS, given, "\0", where)  # sources take no env overrides
+    paths = raw["path"] if isinstance(raw["path"], list) else str(raw["path"]).split(",")
+    paths = tuple(p.strip() for p in paths if isinstance(p, str) and p.strip())
+    if not paths:
+        raise ConfigError(f"{where}.path is required")
+    if not raw["tag"]:
+        raise ConfigError(f"{where}.tag is required")
+    if raw["format"] not in PARSERS:
+        raise ConfigError(f"{where}.format must be one of {', '.join(sorted(PARSERS))}")
+    head = top["read_from_head"] if raw["read_from_head"] is None else bool(raw["read_from_head"])
+    pos_file = Path(raw["pos_file"]) if raw["pos_file"] else pos_dir / f"{raw['tag']}.pos"
+    return Source(paths, raw["tag"], raw["format"], head, pos_file)
+
+
+def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentConfig:
+    env = dict(os.environ) if env is None else env
+    data = load_file(path or env.get("SHIPYARD_AGENT_CONFIG"))
+    sources = data.pop("sources", [])
+    top = merge(DEFAULTS, data, "SHIPYARD_AGENT_", "agent", env)
+    if top["compress"] not in ("gzip", "text"):
+        raise ConfigError("agent.compress must be gzip or text")
+    if not isinstance(sources, list) or not sources:
+        raise ConfigError("agent: at least one [[sources]] entry is required")
+    for key in ("batch_lines", "batch_bytes", "max_line_bytes"):
+        if top[key] <= 0:
+            raise ConfigError(f"agent.{key} must be positive")
+    pos_dir = Path(top["pos_dir"])
+    parsed = tuple(_source(i, s, top, pos_dir) for i, s in enumerate(sources))
+    if len({s.pos_file for s in parsed}) != len(parsed):
+        raise ConfigError("agent: two sources share a pos_file (give each a distinct tag)")
+    return AgentConfig(
+        collector=(top["collector_host"], int(top["collector_port"])),
+        pos_dir=pos_dir,
+        host=top["host"] or socket.gethostname(),
+        host_key=top["host_key"],
+        batch_lines=int(top["batch_lines"]),
+        batch_bytes=int(top["batch_bytes"]),
+        flush_interval=float(top["flush_interval"]),
+        poll_interval=float(top["poll_interval"]),
+        refresh_interval=float(top["refresh_interval"]),
+        rotate_wait=float(top["rotate_wait"]),
+        connect_timeout=float(top["connect_timeout"]),
+        ack_timeout=float(top["ack_timeout"]),
+        retry_max_interval=float(top["retry_max_interval"]),
+        compress=top["compress"] == "gzip",
+        max_line_bytes=int(top["max_line_bytes"]),
+        log_level=str(top["log_level"]).upper(),
+        sources=parsed,
+    )
+
+
+# ------------------------------------------------------------------ durable files
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+Position = tuple[str, int, int]  # path, inode, offset
+
+
+def read_positions(path: Path) -> list[Position]:
+    """fluentd's pos_file lines: `path<TAB>offset(16 hex)<TAB>inode(16 hex)`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in text.splitlines():
+        parts = line.rsplit("\t", 2)
+        if len(parts) != 3:
+            continue
+        with contextlib.suppress(ValueError):
+            found.append((parts[0], int(parts[2], 16), int(parts[1], 16)))
+    return found
+
+
+def render_positions(positions: list[Position]) -> bytes:
+    return "".join(f"{p}\t{off:016x}\t{ino:016x}\n" for p, ino, off in positions).encode()
+
+
+# ------------------------------------------------------------------ tailing
+
+
+@dataclass
+class Watcher:
+    """One open file of a source; `offset` is the start of the first unread line."""
+
+    path: str
+    inode: int
+    offset: int
+    fd: int
+    rotated_at: float | None = None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def open_watcher(path: str, offset: int, inode: int | None = None) -> Watcher | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if inode is not None and st.st_ino != inode:
+        os.close(fd)
+        return None
+    return Watcher(path, st.st_ino, min(offset, st.st_size) if inode is None else offset, fd)
+
+
+def find_inode(directory: str, inode: int) -> str | None:
+    """A rotated file is still in its directory under another name, usually."""
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.is_file() and entry.inode() == inode:
+                    return entry.path
+    return None
+
+
+@dataclass
+class Batch:
+    entries: dict[str, list[tuple[forward.EventTime, dict[str, Any]]]] = field(default_factory=dict)
+    lines: int = 0
+    size: int = 0
+    started: float = 0.0
+
+    def add(self, tag: str, stamp: forward.EventTime, record: dict[str, Any], size: int) -> None:
+        if not self.lines:
+            self.started = time.monotonic()
+        self.entries.setdefault(tag, []).append((stamp, record))
+        self.lines += 1
+        self.size += size
+
+
+class Tail:
+    """The watchers of one source and its position file."""
+
+    def __init__(self, source: Source, config: AgentConfig) -> None:
+        self.source = source
+        self.config = config
+        self.watchers: list[Watcher] = []
+        self._started = False
+        self._known_paths: set[str] = set()
+
+    def restore(self) -> None:
+        """Reopen what the position file names, following files renamed meanwhile."""
+        for path, inode, offset in read_positions(self.source.pos_file):
+            self._known_paths.add(path)
+            watcher = open_watcher(path, offset, inode)
+            if watcher is None:
+                moved = find_inode(str(Path(path).parent), inode)
+                watcher = open_watcher(moved, offset, inode) if moved else None
+                if watcher is None:
+                    log.warning("%s (inode %d) is gone; its unread tail is lost", path, inode)
+                    continue
+                watcher.path = path
+                watcher.rotated_at = time.monotonic()
+            elif os.fstat(watcher.fd).st_size < offset:
+                watcher.offset = 0  # truncated while we were down
+            self.watchers.append(watcher)
+
+    def positions(self) -> list[Position]:
+        return [(w.path, w.inode, w.offset) for w in self.watchers]
+
+    def current(self, path: str) -> Watcher | None:
+        return next((w for w in self.watchers if w.path == path and w.rotated_at is None), None)
+
+    def refresh(self, scan: bool) -> None:
+        """Notice rotations and truncations; with scan, also files newly matching the glob."""
+        now_m = time.monotonic()
+        for watcher in [w for w in self.watchers if w.rotated_at is None]:
+            try:
+                st = Path(watcher.path).stat()
+            except FileNotFoundError:
+                # Moved away, its replacement not created yet: the glob scan
+                # picks that up, read from its start.
+                log.info("%s rotated (moved away, inode %d)", watcher.path, watcher.inode)
+                watcher.rotated_at = now_m
+                continue
+            if st.st_ino != watcher.inode:
+                watcher.rotated_at = now_m
+                log.info("%s rotated (inode %d -> %d)", watcher.path, watcher.inode, st.st_ino)
+                self._add(watcher.path, from_head=True)
+            elif st.st_size < watcher.offset:
+                log.info("%s truncated (%d < %d); reading from 0", watcher.path, st.st_size,
+                         watcher.offset)  # fmt: skip
+                watcher.offset = 0
+        if scan:
+            for pattern in self.source.paths:
+                for path in sorted(glob.glob(pattern)):  # noqa: PTH207 - patterns are absolute
+                    if self.current(path) is None and Path(path).is_file():
+                        head = self._started or self.source.read_from_head
+                        self._add(path, from_head=head or path in self._known_paths)
+            self._started = True
+
+    def _add(self, path: str, from_head: bool) -> None:
+        watcher = open_watcher(path, 0 if from_head else 2**63)
+        if watcher is not None and all(w.inode != watcher.inode for w in self.watchers):
+            self.watchers.append(watcher)
+            self._known_paths.add(path)
+        elif watcher is not None:
+            watcher.close()
+
+    def expire(self, watcher: Watcher, at_end: bool) -> bool:
+        """Drop a rotated file once it is read to its end and rotate_wait has passed."""
+        if watcher.rotated_at is None or not at_end:
+            return False
+        return time.monotonic() - watcher.rotated_at >= self.config.rotate_wait
+
+    def full(self, batch: Batch) -> bool:
+        return batch.lines >= self.config.batch_lines or batch.size >= self.config.batch_bytes
+
+    def read(self, batch: Batch) -> int:
+        """Move whole lines into the batch up to its limits; returns how many."""
+        added = 0
+        for watcher in list(self.watchers):
+            at_end = False
+            while not at_end and not self.full(batch):
+                got, at_end = self._read_some(watcher, batch)
+                added += got
+            if at_end and self.expire(watcher, at_end):
+                added += self._drain_partial(watcher, batch)
+                watcher.close()
+                self.watchers.remove(watcher)
+        return added
+
+    def _read_some(self, watcher: Watcher, batch: Batch) -> tuple[int, bool]:
+        """Read whole lines from one file; the flag says nothing whole is left for now."""
+        cfg = self.config
+        want = max(cfg.batch_bytes - batch.size, cfg.max_line_bytes + 1)
+        try:
+            data = os.pread(watcher.fd, want, watcher.offset)
+        except OSError as exc:
+            log.warning("cannot read %s: %s", watcher.path, exc)
+            return 0, True
+        end = data.rfind(b"\n")
+        if end < 0:
+            if len(data) <= cfg.max_line_bytes:
+                return 0, True  # only the start of a line so far
+            # A line without end would stall the file forever: ship it in pieces.
+            self._emit(data[: cfg.max_line_bytes], batch)
+            watcher.offset += cfg.max_line_bytes
+            return 1, False
+        count = pos = 0
+        limit = cfg.batch_lines - batch.lines
+        while pos <= end and count < limit and batch.size < cfg.batch_bytes:
+            newline = data.index(b"\n", pos)
+            self._emit(data[pos : min(newline, pos + cfg.max_line_bytes)], batch)
+            count += 1
+            pos = newline + 1
+        watcher.offset += pos
+        return count, pos > end and len(data) < want
+
+    def _drain_partial(self, watcher: Watcher, batch: Batch) -> int:
+        """A rotated file can end without a newline: that last line is still a line."""
+        try:
+            rest = os.pread(watcher.fd, self.config.max_line_bytes, watcher.offset)
+        except OSError:
+            return 0
+        if not rest:
+            return 0
+        self._emit(rest, batch)
+        watcher.offset += len(rest)
+        return 1
+
+    def _emit(self, raw: bytes, batch: Batch) -> None:
+        line = raw.decode("utf-8", "backslashreplace").rstrip("\r")
+        parsed = self.source.parser(line) if line else None
+        tag = self.source.tag
+        if parsed is None:
+            tag, parsed = f"{tag}.unparsed", (now(), {"message": line})
+        stamp, record = parsed
+        record.setdefault(self.config.host_key, self.config.host)
+        batch.add(tag, stamp, record, len(raw) + 1)
+
+
+# ------------------------------------------------------------------ shipping
+
+
+def new_chunk_id() -> str:
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+class Shipper:
+    """One connection to the collector; a batch is resent until every frame is acked."""
+
+    def __init__(self, config: AgentConfig, stop: threading.Event) -> None:
+        self.config = config
+        self.stop = stop
+        self.sock: socket.socket | None = None
+        self.failures = 0
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+
+    def deliver(self, frames: list[tuple[str, bytes]]) -> bool:
+        """True once all frames are acked; False only when asked to stop first."""
+        while not self.stop.is_set():
+            try:
+                self._send(frames)
+            except (OSError, forward.ForwardError, ValueError) as exc:
+                self.close()
+                self.failures += 1
+                delay = min(0.2 * 2 ** (self.failures - 1), self.config.retry_max_interval)
+                log.warning("collector %s:%d: %s; retrying in %.1fs", *self.config.collector,
+                            exc or type(exc).__name__, delay)  # fmt: skip
+                self.stop.wait(delay)
+                continue
+            self.failures = 0
+            return True
+        return False
+
+    def _send(self, frames: list[tuple[str, bytes]]) -> None:
+        if self.sock is None:
+            self.sock = socket.create_connection(
+                self.config.collector, timeout=self.config.connect_timeout
+            )
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = self.sock
+        sock.settimeout(self.config.ack_timeout)
+        sock.sendall(b"".join(data for _, data in frames))
+        waiting = {chunk for chunk, _ in frames}
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1024 * 1024)
+        deadline = time.monotonic() + self.config.ack_timeout
+        sock.settimeout(0.5)  # short slices, so a stop request is noticed
+        while waiting:
+            if self.stop.is_set():
+                raise ConnectionAbortedError("stopping")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no ack within {self.config.ack_timeout:.0f}s")
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                raise ConnectionResetError("collector closed the connection")
+            unpacker.feed(data)
+            for reply in unpacker:
+                waiting.discard(forward.decode_ack(reply))
+
+
+# ------------------------------------------------------------------ the agent
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.stop = threading.Event()
+        self.tails = [Tail(source, config) for source in config.sources]
+        self.shipper = Shipper(config, self.stop)
+        self.inflight = config.pos_dir / INFLIGHT
+        self.shipped = 0
+
+    def run(self) -> int:
+        self.config.pos_dir.mkdir(parents=True, exist_ok=True)
+        for source in self.config.sources:
+            source.pos_file.parent.mkdir(parents=True, exist_ok=True)
+        if not self._replay_inflight():
+            return 0
+        for tail in self.tails:
+            tail.restore()
+            tail.refresh(scan=True)
+        next_scan = time.monotonic() + self.config.refresh_interval
+        batch = Batch()
+        while not self.stop.is_set():
+            scan = time.monotonic() >= next_scan
+            if scan:
+                next_scan = time.monotonic() + self.config.refresh_interval
+            for tail in self.tails:
+                tail.refresh(scan)
+            added = sum(tail.read(batch) for tail in self.tails)
+            full = batch.lines >= self.config.batch_lines or batch.size >= self.config.batch_bytes
+            due = batch.lines and time.monotonic() - batch.started >= self.config.flush_interval
+            if full or due:
+                if not self._ship(batch):
+                    break
+                batch = Batch()
+            elif not added:
+                self.stop.wait(self.config.poll_interval)
+        self.shipper.close()
+        for tail in self.tails:
+            for watcher in tail.watchers:
+                watcher.close()
+        log.info("stopped; %d lines shipped", self.shipped)
+        return 0
+
+    def _frames(self, batch: Batch) -> list[tuple[str, bytes]]:
+        frames = []
+        for tag, entries in batch.entries.items():
+            chunk = new_chunk_id()
+            data = forward.encode_packed_forward(tag, entries, chunk, self.config.compress)
+            frames.append((chunk, data))
+        return frames
+
+    def _ship(self, batch: Batch) -> bool:
+        frames = self._frames(batch)
+        positions = {str(t.source.pos_file): t.positions() for t in self.tails}
+        record = {"frames": frames, "positions": positions, "lines": batch.lines}
+        write_atomically(self.inflight, msgpack.packb(record, use_bin_type=True))
+        if not self.shipper.deliver(frames):
+            return False
+        self._commit(positions)
+        self.shipped += batch.lines
+        return True
+
+    def _commit(self, positions: dict[str, list[Position]]) -> None:
+        for pos_file, entries in positions.items():
+            write_atomically(Path(pos_file), render_positions([tuple(e) for e in entries]))
+        self.inflight.unlink(missing_ok=True)
+
+    def _replay_inflight(self) -> bool:
+        """Resend the batch a previous run sent but never saw acked, with its chunk ids."""
+        try:
+            record = msgpack.unpackb(self.inflight.read_bytes(), raw=False)
+        except FileNotFoundError:
+            return True
+        except (ValueError, msgpack.UnpackException):
+            # write_atomically renames a complete file into place; a bad one
+            # was never sent, and its lines are still past the old positions.
+            log.warning("ignoring unreadable %s", self.inflight)
+            self.inflight.unlink(missing_ok=True)
+            return True
+        frames = [(str(chunk), bytes(data)) for chunk, data in record["frames"]]
+        log.info("resending %d unacked lines from the previous run", record.get("lines", 0))
+        if not self.shipper.deliver(frames):
+            return False
+        self._commit(record["positions"])
+        self.shipped += int(record.get("lines", 0))
+        return True
+
+
+def iter_signals() -> Iterator[signal.Signals]:
+    yield from (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shipyard-log-agent", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="TOML or JSON file (default $SHIPYARD_AGENT_CONFIG)")
+    parser.add_argument("--check-config", action="store_true", help="validate and exit")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"shipyard-log-agent: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    logging.basicConfig(
+        level=config.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if args.check_config:
+        print("configuration ok")
+        return 0
+    agent = Agent(config)
+    for signum in iter_signals():
+        signal.signal(signum, lambda *_: agent.stop.set())
+    return agent.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

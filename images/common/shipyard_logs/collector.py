@@ -1,0 +1,277 @@
+"""shipyard log collector: a Fluentd Forward Protocol v1 server writing time-sliced files.
+
+    python3 -m shipyard_logs.collector [--config FILE] [--check-config]
+
+It accepts Message, Forward, PackedForward and CompressedPackedForward frames
+on TCP (default 0.0.0.0:24224) and answers heartbeats on UDP at the same port.
+Records land in `ROOT/logs/<time_slice_format>.log`; a frame carrying a
+`chunk` is acked only after its lines and its chunk id are fsync'd (see
+slices.py), and a replayed chunk id is acked without writing it again. With an
+`[s3]` bucket configured, closed slices are shipped to S3 (uploader.py). With
+no configuration at all it listens on 24224 and writes under /var/log/shipyard.
+
+Configuration: the file named by --config or $SHIPYARD_COLLECTOR_CONFIG (TOML,
+or JSON when it ends in .json), then environment variables
+SHIPYARD_COLLECTOR_<KEY> for top-level keys and SHIPYARD_COLLECTOR_S3_<KEY>
+for the [s3] table. boto3 also reads the usual AWS_* variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import forward
+from .config import ConfigError, load_file, merge
+from .slices import DEFAULT_TIME_SLICE_FORMAT, LayoutError, SliceLayout, SliceStore
+from .uploader import S3Settings, Uploader
+
+log = logging.getLogger("shipyard_logs.collector")
+
+EX_CONFIG = 78
+READ_SIZE = 256 * 1024
+MAX_HEARTBEAT_BYTES = 1024
+
+DEFAULTS: dict[str, Any] = {
+    "bind": "0.0.0.0",  # noqa: S104 - a collector in a container serves its network
+    "port": 24224,
+    "root": "/var/log/shipyard",
+    "time_slice_format": DEFAULT_TIME_SLICE_FORMAT,
+    "time_slice_wait": 600.0,
+    "chunk_id_retention": 86400.0,
+    "max_chunk_ids": 1_000_000,
+    "max_frame_bytes": forward.DEFAULT_MAX_FRAME_BYTES,
+    "max_decompressed_bytes": forward.DEFAULT_MAX_DECOMPRESSED_BYTES,
+    "heartbeat": True,
+    "log_level": "INFO",
+}
+S3_DEFAULTS: dict[str, Any] = {
+    "bucket": "",
+    "prefix": "",
+    "endpoint_url": "",
+    "region": "us-east-1",
+    "access_key_id": "",
+    "secret_access_key": "",
+    "create_bucket": False,
+    "lifecycle": True,
+    "archive_after_days": 7,
+    "archive_storage_class": "GLACIER",
+    "retention_days": 0.0,
+    "upload_interval": 60.0,
+    "retry_max_interval": 300.0,
+}
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    bind: str
+    port: int
+    root: Path
+    layout: SliceLayout
+    time_slice_wait: float
+    chunk_id_retention: float
+    max_chunk_ids: int
+    limits: forward.Limits
+    heartbeat: bool
+    log_level: str
+    s3: S3Settings | None
+
+
+def load_config(path: str | None, env: dict[str, str] | None = None) -> CollectorConfig:
+    env = dict(os.environ) if env is None else env
+    data = load_file(path or env.get("SHIPYARD_COLLECTOR_CONFIG"))
+    s3_given = data.pop("s3", {})
+    if not isinstance(s3_given, dict):
+        raise ConfigError("s3 must be a table")
+    top = merge(DEFAULTS, data, "SHIPYARD_COLLECTOR_", "collector", env)
+    s3 = merge(S3_DEFAULTS, s3_given, "SHIPYARD_COLLECTOR_S3_", "s3", env)
+    try:
+        layout = SliceLayout(top["time_slice_format"])
+    except LayoutError as exc:
+        raise ConfigError(f"collector.time_slice_format: {exc}") from exc
+    if s3["prefix"] and not s3["prefix"].endswith("/"):
+        s3["prefix"] += "/"
+    return CollectorConfig(
+        bind=top["bind"],
+        port=int(top["port"]),
+        root=Path(top["root"]),
+        layout=layout,
+        time_slice_wait=float(top["time_slice_wait"]),
+        chunk_id_retention=float(top["chunk_id_retention"]),
+        max_chunk_ids=int(top["max_chunk_ids"]),
+        limits=forward.Limits(
+            max_frame_bytes=int(top["max_frame_bytes"]),
+            max_decompressed_bytes=int(top["max_decompressed_bytes"]),
+        ),
+        heartbeat=bool(top["heartbeat"]),
+        log_level=str(top["log_level"]).upper(),
+        s3=S3Settings(**s3) if s3["bucket"] else None,
+    )
+
+
+class HeartbeatProtocol(asyncio.DatagramProtocol):
+    """Answers each heartbeat datagram with its own bytes, as fluentd's in_forward does."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # Same size back: no amplification for a spoofed source.
+        if len(data) <= MAX_HEARTBEAT_BYTES:
+            self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        self.store = SliceStore(
+            config.root, config.layout, config.chunk_id_retention, config.max_chunk_ids
+        )
+        # One writer thread owns the files: commits are serialised, so file
+        # lengths in the journal are exact, and fsync never blocks the loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
+        self._server: asyncio.base_events.Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._uploader_task: asyncio.Task[None] | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self.lines = 0
+
+    async def writer(self, func: Any, *args: Any) -> Any:  # noqa: ANN401
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    async def start(self) -> None:
+        await self.writer(self.store.open)
+        cfg = self.config
+        self._server = await asyncio.start_server(
+            self._handle, cfg.bind, cfg.port, reuse_address=True
+        )
+        if cfg.heartbeat:
+            loop = asyncio.get_running_loop()
+            self._udp, _ = await loop.create_datagram_endpoint(
+                HeartbeatProtocol, local_addr=(cfg.bind, cfg.port)
+            )
+        if cfg.s3 is not None:
+            uploader = Uploader(self.store, self.writer, cfg.s3, cfg.time_slice_wait)
+            self._uploader_task = asyncio.create_task(uploader.run())
+            log.info("uploading closed slices to %r", cfg.s3)
+        log.info("listening on %s:%d, writing under %s", cfg.bind, cfg.port, cfg.root)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._udp is not None:
+            self._udp.close()
+        if self._uploader_task is not None:
+            self._uploader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._uploader_task
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=5)
+        await self.writer(self.store.close)
+        self._executor.shutdown(wait=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) else "unknown"
+        unpacker = forward.new_unpacker(self.config.limits)
+        try:
+            while data := await reader.read(READ_SIZE):
+                await self._receive(unpacker, data, peer, writer)
+        except forward.ForwardError as exc:
+            log.warning("closing connection from %s: malformed frame: %s", peer, exc)
+        except (ConnectionError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            # A failed write (disk full, permissions) loses no data: nothing was
+            # acked, so the client resends. Other connections go on.
+            log.exception("closing connection from %s", peer)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 2)
+            if task is not None:
+                self._connections.discard(task)
+
+    async def _receive(
+        self,
+        unpacker: Any,  # noqa: ANN401 - msgpack.Unpacker
+        data: bytes,
+        peer: str,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        forward.feed(unpacker, data)
+        frames: list[forward.Frame] = []
+        error: forward.ForwardError | None = None
+        try:
+            frames.extend(forward.iter_frames(unpacker, self.config.limits))
+        except forward.ForwardError as exc:
+            error = exc  # the frames before it are whole and still stored
+        if frames:
+            result = await self.writer(self.store.store, frames, peer)
+            self.lines += result.lines
+            if result.duplicates:
+                log.info("dropped %d replayed records from %s", result.duplicates, peer)
+            acks = b"".join(forward.encode_ack(f.chunk) for f in frames if f.chunk is not None)
+            if acks:
+                writer.write(acks)
+                await writer.drain()
+        if error is not None:
+            raise error
+
+
+async def serve(config: CollectorConfig) -> int:
+    collector = Collector(config)
+    await collector.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    started = time.monotonic()
+    await stop.wait()
+    log.info("stopping after %.0fs, %d lines stored", time.monotonic() - started, collector.lines)
+    await collector.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="shipyard-log-collector", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--config", help="TOML or JSON file (default $SHIPYARD_COLLECTOR_CONFIG)")
+    parser.add_argument("--check-config", action="store_true", help="validate and exit")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"shipyard-log-collector: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    logging.basicConfig(
+        level=config.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if args.check_config:
+        print("configuration ok")
+        return 0
+    return asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

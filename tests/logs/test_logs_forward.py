@@ -1,0 +1,213 @@
+"""The Forward Protocol codec and the line parsers, in process."""
+
+import gzip
+import json
+
+import msgpack
+import pytest
+from logs_harness import forward
+from shipyard_logs.forward import EventTime, ForwardError, Limits
+from shipyard_logs.parsers import parse_apache2, parse_apache_error, parse_json, parse_none
+
+T1 = EventTime(1795435509, 123456789)
+T2 = EventTime(1795435510, 0)
+ENTRIES = [(T1, {"message": "one", "n": 1}), (T2, {"message": "two", "nested": {"k": [1, 2]}})]
+
+
+def decode_stream(data: bytes, piece: int = 7) -> list[forward.Frame]:
+    """Feed the bytes in small pieces, as a socket may deliver them."""
+    unpacker = forward.new_unpacker()
+    frames = []
+    for start in range(0, len(data), piece):
+        forward.feed(unpacker, data[start : start + piece])
+        frames.extend(forward.iter_frames(unpacker))
+    return frames
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda: forward.encode_forward("app.web", ENTRIES, chunk="c1"),
+        lambda: forward.encode_packed_forward("app.web", ENTRIES, chunk="c1"),
+        lambda: forward.encode_packed_forward("app.web", ENTRIES, chunk="c1", compress=True),
+    ],
+    ids=["Forward", "PackedForward", "CompressedPackedForward"],
+)
+def test_batch_modes_round_trip(encode):
+    frames = decode_stream(encode() + encode())
+    assert len(frames) == 2
+    for frame in frames:
+        assert frame.tag == "app.web"
+        assert frame.entries == ENTRIES
+        assert frame.chunk == "c1"
+
+
+def test_message_mode_round_trips_with_and_without_option():
+    data = forward.encode_message("app.one", T1, {"a": 1}, chunk="x") + forward.encode_message(
+        "app.two", T2, {"b": None}
+    )
+    first, second = decode_stream(data)
+    assert (first.tag, first.entries, first.chunk) == ("app.one", [(T1, {"a": 1})], "x")
+    assert (second.tag, second.entries, second.chunk) == ("app.two", [(T2, {"b": None})], None)
+
+
+def test_integer_and_float_times_are_accepted():
+    data = msgpack.packb(["t", [[1700000000, {"a": 1}], [1700000000.25, {"a": 2}]]])
+    (frame,) = decode_stream(data)
+    assert [t for t, _ in frame.entries] == [
+        EventTime(1700000000),
+        EventTime(1700000000, 250000000),
+    ]
+
+
+def test_event_time_is_ext_type_0_with_big_endian_seconds_and_nanoseconds():
+    packed = forward.packb(EventTime(0x01020304, 0x05060708))
+    assert packed == b"\xd7\x00\x01\x02\x03\x04\x05\x06\x07\x08"  # fixext 8, type 0
+    assert msgpack.unpackb(packed, ext_hook=forward._ext_hook) == EventTime(0x01020304, 0x05060708)
+    assert float(EventTime(10, 500_000_000)) == 10.5
+    with pytest.raises(ForwardError):
+        EventTime.from_bytes(b"\x00" * 7)
+
+
+def test_ack_echoes_the_chunk():
+    assert msgpack.unpackb(forward.encode_ack("abc==")) == {"ack": "abc=="}
+
+
+def test_gzip_payload_of_several_members_is_read_whole():
+    stream, _ = forward.pack_entries(ENTRIES)
+    more, _ = forward.pack_entries([(T2, {"message": "three"})])
+    payload = gzip.compress(stream[:5]) + gzip.compress(stream[5:]) + gzip.compress(more)
+    data = msgpack.packb(["t", payload, {"compressed": "gzip", "chunk": "z"}], use_bin_type=True)
+    (frame,) = decode_stream(data)
+    assert frame.entries == [*ENTRIES, (T2, {"message": "three"})]
+
+
+def test_packed_stream_sent_as_str_is_accepted():
+    stream, _ = forward.pack_entries(ENTRIES)
+    data = msgpack.packb(["t", stream], use_bin_type=False)  # old clients: raw, not bin
+    (frame,) = decode_stream(data)
+    assert frame.entries == ENTRIES
+
+
+def bad_frames() -> list[tuple[str, bytes]]:
+    stream, _ = forward.pack_entries(ENTRIES)
+    pack = forward.packb
+    return [
+        ("not msgpack", b"\xc1\xc1\xc1"),
+        ("map instead of array", pack({"tag": "x"})),
+        ("one-item array", pack(["x"])),
+        ("empty tag", pack(["", 1, {}])),
+        ("tag not a string", pack([7, 1, {}])),
+        ("record not a map", pack(["t", 1, "text"])),
+        ("time not a number", pack(["t", "yesterday", {}])),
+        ("entry of three items", pack(["t", [[1, {}, 3]]])),
+        ("option not a map", pack(["t", 1, {}, "opt"])),
+        ("items after option", pack(["t", [[1, {}]], {}, 5])),
+        ("truncated packed stream", pack(["t", stream[:-3]])),
+        ("garbage packed stream", pack(["t", b"\xc1" * 10])),
+        ("unknown compression", pack(["t", stream, {"compressed": "lz4"}])),
+        ("bad gzip", pack(["t", b"\x1f\x8b\x08garbage", {"compressed": "gzip"}])),
+        ("truncated gzip", pack(["t", gzip.compress(stream)[:-6], {"compressed": "gzip"}])),
+        ("EventTime of 7 bytes", b"\x93\xa1t\xc7\x07\x00" + b"\x00" * 7 + b"\x80"),
+    ]
+
+
+@pytest.mark.parametrize(("why", "data"), bad_frames(), ids=[w for w, _ in bad_frames()])
+def test_malformed_frames_raise_forward_error(why, data):
+    with pytest.raises(ForwardError):
+        decode_stream(data, piece=len(data))
+
+
+def test_frame_over_the_size_limit_is_refused_while_buffering():
+    unpacker = forward.new_unpacker(Limits(max_frame_bytes=64 * 1024))
+    big = forward.encode_forward("t", [(T1, {"blob": "x" * 100_000})])
+    with pytest.raises(ForwardError, match="max_frame_bytes"):
+        for start in range(0, len(big), 8192):
+            forward.feed(unpacker, big[start : start + 8192])
+            list(forward.iter_frames(unpacker))
+
+
+def test_gzip_bomb_is_refused():
+    stream, _ = forward.pack_entries([(T1, {"blob": "a" * 2_000_000})])
+    data = forward.packb(["t", gzip.compress(stream), {"compressed": "gzip"}])
+    with pytest.raises(ForwardError, match="inflates"):
+        forward.decode_frame(
+            msgpack.unpackb(data, raw=False), Limits(max_decompressed_bytes=1_000_000)
+        )
+
+
+# ------------------------------------------------------------------ parsers
+
+
+def test_apache2_matches_fluentds_documented_example():
+    line = '192.168.0.1 - - [28/Feb/2013:12:00:00 +0900] "GET / HTTP/1.1" 200 777 "-" "Opera/12.0"'
+    stamp, record = parse_apache2(line)
+    assert stamp == EventTime(1362020400)
+    assert record == {
+        "user": None,
+        "method": "GET",
+        "code": 200,
+        "size": 777,
+        "host": "192.168.0.1",
+        "path": "/",
+        "referer": None,
+        "agent": "Opera/12.0",
+    }
+
+
+def test_apache2_common_format_dash_size_and_escaped_quotes():
+    stamp, record = parse_apache2(
+        '::1 - bob [01/Jan/2026:00:00:01 -0130] "POST /a\\"b c HTTP/1.0" 304 -'
+    )
+    assert stamp == EventTime(1767225601 + 5400)
+    assert record["user"] == "bob"
+    assert record["path"] == '/a\\"b c'
+    assert (record["code"], record["size"], record["referer"], record["agent"]) == (
+        304,
+        None,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "not an access log line",
+        '1.2.3.4 - - [31/Feb/2026:00:00:00 +0000] "GET / HTTP/1.1" 200 1',
+        '1.2.3.4 - - [yesterday] "GET / HTTP/1.1" 200 1',
+        "",
+    ],
+)
+def test_apache2_rejects_what_does_not_match(line):
+    assert parse_apache2(line) is None
+
+
+def test_apache_error_24_format(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    import time
+
+    time.tzset()
+    line = (
+        "[Sun Nov 22 16:05:09.123456 2026] [mpm_event:notice] [pid 12:tid 34] "
+        "[client 10.0.0.1:5555] AH00489: Apache/2.4 configured"
+    )
+    stamp, record = parse_apache_error(line)
+    assert stamp == EventTime(1795363509, 123456000)
+    assert record == {
+        "level": "mpm_event:notice",
+        "pid": "12:tid 34",
+        "client": "10.0.0.1:5555",
+        "message": "AH00489: Apache/2.4 configured",
+    }
+    _, short = parse_apache_error("[Wed Oct 11 14:32:52 2000] [error] no client here")
+    assert short == {"level": "error", "message": "no client here"}
+
+
+def test_json_and_none():
+    stamp, record = parse_json(json.dumps({"time": 1700000000.5, "msg": "hi"}))
+    assert (stamp, record) == (EventTime(1700000000, 500000000), {"msg": "hi"})
+    assert parse_json("[1, 2]") is None
+    assert parse_json("{broken") is None
+    _, record = parse_none("anything at all")
+    assert record == {"message": "anything at all"}
