@@ -20,7 +20,6 @@ is read again from 0.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import glob
@@ -39,12 +38,11 @@ from typing import Any
 import msgpack
 
 from . import forward
-from .config import ConfigError, load_file, merge
+from .config import ConfigError, config_from_cli, load_file, merge
 from .parsers import PARSERS, Parser, now
 
 log = logging.getLogger("shipyard_logs.agent")
 
-EX_CONFIG = 78
 INFLIGHT = "inflight.msgpack"
 
 DEFAULTS: dict[str, Any] = {
@@ -569,23 +567,11 @@ def iter_signals() -> Iterator[signal.Signals]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shipyard-log-agent", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="TOML or JSON file (default $SHIPYARD_AGENT_CONFIG)")
-    parser.add_argument("--check-config", action="store_true", help="validate and exit")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"shipyard-log-agent: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    logging.basicConfig(
-        level=config.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    config = config_from_cli(
+        "shipyard-log-agent", __doc__.split("\n")[0], "SHIPYARD_AGENT_CONFIG", load_config, argv
     )
-    if args.check_config:
-        print("configuration ok")
-        return 0
+    if isinstance(config, int):
+        return config
     agent = Agent(config)
     for signum in iter_signals():
         signal.signal(signum, lambda *_: agent.stop.set())

@@ -18,7 +18,6 @@ for the [s3] table. boto3 also reads the usual AWS_* variables.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -32,13 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from . import forward
-from .config import ConfigError, load_file, merge
+from .config import ConfigError, config_from_cli, load_file, merge
 from .slices import DEFAULT_TIME_SLICE_FORMAT, LayoutError, SliceLayout, SliceStore
 from .uploader import S3Settings, Uploader
 
 log = logging.getLogger("shipyard_logs.collector")
 
-EX_CONFIG = 78
 READ_SIZE = 256 * 1024
 MAX_HEARTBEAT_BYTES = 1024
 
@@ -251,25 +249,15 @@ async def serve(config: CollectorConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="shipyard-log-collector", description=__doc__.split("\n")[0]
+    config = config_from_cli(
+        "shipyard-log-collector",
+        __doc__.split("\n")[0],
+        "SHIPYARD_COLLECTOR_CONFIG",
+        load_config,
+        argv,
     )
-    parser.add_argument("--config", help="TOML or JSON file (default $SHIPYARD_COLLECTOR_CONFIG)")
-    parser.add_argument("--check-config", action="store_true", help="validate and exit")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"shipyard-log-collector: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    logging.basicConfig(
-        level=config.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    if args.check_config:
-        print("configuration ok")
-        return 0
+    if isinstance(config, int):
+        return config
     return asyncio.run(serve(config))
 
 

@@ -2,16 +2,59 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import os
+import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+EX_CONFIG = 78
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the key."""
+
+
+class _Logged(Protocol):
+    log_level: str
+
+
+C = TypeVar("C", bound=_Logged)
+
+
+def config_from_cli(
+    prog: str,
+    description: str,
+    env_var: str,
+    load: Callable[[str | None], C],
+    argv: list[str] | None,
+) -> C | int:
+    """The programs' shared start: load --config, set up logging, answer --check-config.
+
+    Returns the configuration to run with, or the exit code when there is nothing to run.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", help=f"TOML or JSON file (default ${env_var})")
+    parser.add_argument("--check-config", action="store_true", help="validate and exit")
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    logging.basicConfig(
+        level=config.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if args.check_config:
+        print("configuration ok")
+        return 0
+    return config
 
 
 def load_file(path: str | Path | None) -> dict[str, Any]:
