@@ -1,0 +1,365 @@
+"""Verify the converged PostgreSQL container and the image's runtime contract.
+
+What is checked, against the molecule instance unless a test starts its own
+container of the same image:
+- the supervisor (shipyard-init, root, under tini) runs the server and all its
+  processes as postgres; the server holds no password in its environment;
+- TCP logins need the password (SCRAM-SHA-256): right password in, none or a
+  wrong one out, also from another container; the unix socket is peer only;
+- the converged role, database and row are there; the HEALTHCHECK is healthy;
+- /docker-entrypoint-initdb.d/ (*.sql, *.sql.gz, sourced and executed *.sh)
+  ran once, against a server without TCP, and a restart does not rerun it;
+- `docker stop` exits 0 well inside Docker's 10 s, and after `docker start`
+  the data is there and the server logs no recovery; its log is JSON lines;
+- without a password the container refuses to start and names the variables;
+  POSTGRES_PASSWORD_FILE, odd user and database names, POSTGRES_INITDB_ARGS
+  and conf.d drop-ins work, and a bad drop-in fails with the server's message
+  in `docker logs`; no secret is in the image.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from testinfra.host import Host
+
+IMAGE = "shipyard/postgresql:17"
+SOCKET_DIR = "/run/postgresql"
+EXPECTED_INIT_SOURCES = ["10-schema.sql", "20-seed.sql.gz", "30-sourced.sh", "40-executed.sh"]
+# PostgreSQL logs these on start-up only when the previous run did not shut down cleanly.
+UNCLEAN_SIGNS = ("not properly shut down", "automatic recovery", "crash recovery")
+
+
+def docker(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"docker {args[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def inspect(container: str) -> dict:
+    return json.loads(docker("inspect", container).stdout)[0]
+
+
+def logs(container: str) -> str:
+    proc = docker("logs", container)
+    return proc.stdout + proc.stderr
+
+
+def wait_healthy(container: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = inspect(container)["State"]
+        if state["Health"]["Status"] == "healthy":
+            return
+        if not state["Running"]:
+            pytest.fail(f"{container} exited ({state['ExitCode']}):\n{logs(container)[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{container} not healthy after {timeout:g} s:\n{logs(container)[-3000:]}")
+        time.sleep(0.3)
+
+
+def wait_exited(container: str, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = inspect(container)["State"]
+        if not state["Running"]:
+            return int(state["ExitCode"])
+        time.sleep(0.3)
+    pytest.fail(f"{container} still runs after {timeout:g} s:\n{logs(container)[-3000:]}")
+
+
+def address(container: str) -> str:
+    networks = inspect(container)["NetworkSettings"]["Networks"]
+    return next(n["IPAddress"] for n in networks.values() if n["IPAddress"])
+
+
+def psql(
+    container: str,
+    sql: str,
+    *,
+    user: str,
+    database: str,
+    password: str | None = None,
+    tcp: bool = False,
+    os_user: str = "postgres",
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """psql in the container: over the unix socket (peer), or TCP to the container's address."""
+    env = ["--env", f"PGPASSWORD={password}"] if password is not None else []
+    host = address(container) if tcp else SOCKET_DIR
+    proc = docker(
+        "exec", "--user", os_user, *env, container,
+        "psql", "--no-psqlrc", "--no-password", "--tuples-only", "--no-align",
+        "--host", host, "--username", user, "--dbname", database, "--command", sql,
+        check=False,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        pytest.fail(f"psql {sql!r} as {user} failed: {proc.stderr.strip()}")
+    return proc
+
+
+def server_log(container: str) -> list[dict]:
+    """Every record of the server's JSON log files, oldest first."""
+    out = docker(
+        "exec", container, "sh", "-c", "cat /var/log/postgresql/*.json 2>/dev/null || true"
+    ).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def instance(host: Host) -> str:
+    name = host.backend.host
+    wait_healthy(name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def env(instance: str) -> dict[str, str]:
+    pairs = inspect(instance)["Config"]["Env"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+@pytest.fixture(scope="module")
+def app(host: Host) -> dict[str, str]:
+    """The application role converge created (the scenario's host_vars)."""
+    variables = host.ansible.get_variables()
+    return {
+        "user": variables["postgresql_test_app_user"],
+        "password": variables["postgresql_test_app_password"],
+        "database": variables["postgresql_test_app_database"],
+    }
+
+
+RunContainer = Callable[..., str]
+
+
+@pytest.fixture
+def run_container() -> Iterator[RunContainer]:
+    """Start throwaway containers of the image; remove them (and their volumes) afterwards."""
+    names: list[str] = []
+
+    def run(*args: str) -> str:
+        name = f"shipyard-molecule-pg-{uuid.uuid4().hex[:8]}"
+        names.append(name)
+        docker("run", "--detach", "--name", name, *args, IMAGE)
+        return name
+
+    yield run
+    for name in names:
+        docker("rm", "--force", "--volumes", name, check=False)
+
+
+def test_services_run_as_postgres(instance: str) -> None:
+    rows = docker("exec", instance, "ps", "-eo", "pid=,ppid=,user=,comm=").stdout.split("\n")
+    procs = [row.split(None, 3) for row in rows if row.strip()]
+    by_pid = {int(pid): (int(ppid), user, comm) for pid, ppid, user, comm in procs}
+    assert by_pid[1][1:] == ("root", "tini")
+    supervisor = [pid for pid, (ppid, _, comm) in by_pid.items() if ppid == 1 and comm != "ps"]
+    assert len(supervisor) == 1
+    assert by_pid[supervisor[0]][1] == "root"
+    postmaster = [pid for pid, (ppid, _, _) in by_pid.items() if ppid == supervisor[0]]
+    assert len(postmaster) == 1, by_pid
+    assert by_pid[postmaster[0]][1:] == ("postgres", "postgres")
+    children = [(user, comm) for ppid, user, comm in by_pid.values() if ppid == postmaster[0]]
+    assert children, "the postmaster has no child processes"
+    assert {user for user, _ in children} == {"postgres"}
+    # The first-run one-shots are gone; only the supervisor runs as root.
+    root = {comm for _, user, comm in by_pid.values() if user == "root"} - {"ps"}
+    assert root == {"tini", by_pid[supervisor[0]][2]}
+
+
+def test_server_holds_no_password(instance: str) -> None:
+    pid = docker("exec", instance, "head", "-1", "/var/lib/postgresql/data/postmaster.pid")
+    # Same uid as the server: root in a container lacks CAP_SYS_PTRACE for this.
+    environ = docker(
+        "exec", "--user", "postgres", instance, "cat", f"/proc/{pid.stdout.strip()}/environ"
+    ).stdout
+    names = {item.split("=", 1)[0] for item in environ.split("\0") if item}
+    assert "POSTGRES_USER" in names
+    assert not names & {"POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "PGPASSWORD"}
+
+
+def test_healthcheck_follows_the_supervisor(instance: str) -> None:
+    assert inspect(instance)["State"]["Health"]["Status"] == "healthy"
+    status = docker("exec", "--user", "postgres", instance, "shipyard-init", "status")
+    assert status.stdout.strip() == "ready"
+
+
+def test_tcp_login_needs_the_password(
+    instance: str, env: dict[str, str], app: dict[str, str]
+) -> None:
+    login = {"user": app["user"], "database": app["database"], "tcp": True}
+    row = psql(
+        instance, "SELECT body FROM greetings WHERE id = 1", password=app["password"], **login
+    )
+    assert row.stdout.strip() == "hello from shipyard"
+    method = psql(
+        instance,
+        "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = current_user",
+        user=env["POSTGRES_USER"],
+        database="postgres",
+    )
+    assert method.stdout.strip() == "t"
+    without = psql(instance, "SELECT 1", check=False, **login)
+    assert without.returncode != 0
+    assert "no password supplied" in without.stderr
+    wrong = psql(instance, "SELECT 1", password="not-the-password", check=False, **login)  # noqa: S106
+    assert wrong.returncode != 0
+    assert "password authentication failed" in wrong.stderr
+
+
+def test_tcp_login_from_another_container(instance: str, app: dict[str, str]) -> None:
+    url = (
+        f"postgresql://{app['user']}@{address(instance)}:5432/{app['database'].replace(' ', '%20')}"
+    )
+    client = [
+        "run", "--rm", "--entrypoint", "psql", "--env", f"PGPASSWORD={app['password']}", IMAGE,
+        "--no-psqlrc", "--tuples-only", "--no-align", url, "--command", "SELECT current_user",
+    ]  # fmt: skip
+    assert docker(*client).stdout.strip() == app["user"]
+
+
+def test_unix_socket_is_peer_only(instance: str, app: dict[str, str]) -> None:
+    # The OS user postgres may be any role (pg_ident.conf); nobody else may.
+    who = psql(instance, "SELECT current_user", user=app["user"], database=app["database"])
+    assert who.stdout.strip() == app["user"]
+    other = psql(
+        instance,
+        "SELECT 1",
+        user=app["user"],
+        database=app["database"],
+        password=app["password"],
+        os_user="nobody",
+        check=False,
+    )
+    assert other.returncode != 0
+    assert "Peer authentication failed" in other.stderr
+
+
+def test_initdb_files_ran_once_without_tcp(instance: str, env: dict[str, str]) -> None:
+    rows = psql(
+        instance,
+        "SELECT source || ' ' || listen_addresses FROM init_runs ORDER BY id",
+        user=env["POSTGRES_USER"],
+        database=env["POSTGRES_DB"],
+    ).stdout.splitlines()
+    # The temporary server had listen_addresses = '' (an empty second field).
+    assert rows == [f"{source} " for source in EXPECTED_INIT_SOURCES]
+
+
+def test_image_holds_no_secret_and_no_database() -> None:
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", IMAGE).stdout
+    assert "POSTGRES_PASSWORD=" not in history
+    config = json.loads(docker("image", "inspect", IMAGE).stdout)[0]["Config"]
+    assert not [e for e in config["Env"] if "PASSWORD" in e]
+    assert config["Healthcheck"]["Test"] == ["CMD", "/usr/local/bin/shipyard-init", "status"]
+    assert "/var/lib/postgresql/data" in config["Volumes"]
+    listing = docker("run", "--rm", "--entrypoint", "ls", IMAGE, "-A", "/var/lib/postgresql/data")
+    assert listing.stdout.strip() == ""
+
+
+def test_stop_is_clean_and_fast_and_data_survives(
+    instance: str, env: dict[str, str], app: dict[str, str]
+) -> None:
+    records_before = len(server_log(instance))
+    began = time.monotonic()
+    docker("stop", instance, timeout=30)
+    seconds = time.monotonic() - began
+    state = inspect(instance)["State"]
+    assert state["ExitCode"] == 0, logs(instance)[-2000:]
+    assert seconds < 5, f"docker stop took {seconds:.1f} s"
+    assert "postgres stopped after" in logs(instance)
+
+    docker("start", instance)
+    wait_healthy(instance)
+    restart = server_log(instance)[records_before:]
+    messages = [record["message"] for record in restart]
+    assert any(m.startswith("received fast shutdown request") for m in messages), messages
+    assert any(m.startswith("database system was shut down at") for m in messages), messages
+    assert not [m for m in messages if any(sign in m for sign in UNCLEAN_SIGNS)]
+
+    row = psql(
+        instance,
+        "SELECT body FROM greetings WHERE id = 1",
+        user=app["user"],
+        database=app["database"],
+        password=app["password"],
+        tcp=True,
+    )
+    assert row.stdout.strip() == "hello from shipyard"
+    runs = psql(
+        instance,
+        "SELECT count(*) FROM init_runs",
+        user=env["POSTGRES_USER"],
+        database=env["POSTGRES_DB"],
+    )
+    assert runs.stdout.strip() == str(len(EXPECTED_INIT_SOURCES))
+    assert "Skipping initialization" in logs(instance)
+
+
+def test_start_without_password_fails_and_names_the_variables(
+    run_container: RunContainer,
+) -> None:
+    name = run_container("--env", "POSTGRES_USER=app")
+    assert wait_exited(name) != 0
+    output = logs(name)
+    assert "POSTGRES_PASSWORD" in output
+    assert "POSTGRES_PASSWORD_FILE" in output
+    assert "one-shot postgres-init exited with code 1" in output
+    assert inspect(name)["State"]["Health"]["Status"] != "healthy"
+
+
+def test_user_with_a_double_quote_is_refused(run_container: RunContainer) -> None:
+    # initdb puts the superuser's name in double quotes without doubling those inside it.
+    name = run_container("--env", "POSTGRES_PASSWORD=x", "--env", 'POSTGRES_USER=a"b')
+    assert wait_exited(name) != 0
+    assert "POSTGRES_USER must not contain a double quote" in logs(name)
+
+
+def test_password_file_odd_names_initdb_args_and_conf_d(
+    run_container: RunContainer, tmp_path: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("file-Secret-3\n")
+    secret.chmod(0o644)
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "50-test.conf").write_text("work_mem = '7MB'\n")
+    conf_d.chmod(0o755)
+    (conf_d / "50-test.conf").chmod(0o644)
+    user, database = "Odd User", 'db; DROP TABLE "x"'
+    name = run_container(
+        "--env", "POSTGRES_PASSWORD_FILE=/run/secrets/pg",
+        "--env", f"POSTGRES_USER={user}",
+        "--env", f"POSTGRES_DB={database}",
+        "--env", "POSTGRES_INITDB_ARGS=--data-checksums --auth-local=peer",
+        "--volume", f"{secret}:/run/secrets/pg:ro",
+        "--volume", f"{conf_d}:/etc/postgresql/conf.d:ro",
+    )  # fmt: skip
+    wait_healthy(name)
+    login = {"user": user, "database": database, "password": "file-Secret-3", "tcp": True}
+    got = psql(
+        name,
+        "SELECT current_user || '|' || current_database() || '|' || "
+        "current_setting('work_mem') || '|' || current_setting('data_checksums')",
+        **login,
+    )
+    assert got.stdout.strip() == f"{user}|{database}|7MB|on"
+
+    # A bad drop-in on an initialised volume: the server refuses to start, and
+    # says why in `docker logs`.
+    docker("stop", name)
+    (conf_d / "60-bad.conf").write_text("shared_buffers = 'plenty'\n")
+    (conf_d / "60-bad.conf").chmod(0o644)
+    docker("start", name)
+    assert wait_exited(name) != 0
+    assert 'invalid value for parameter "shared_buffers"' in logs(name)
