@@ -50,7 +50,10 @@ def _walk_results(report: dict) -> tuple[list[str], dict[str, object]]:
 
 
 def run_playbook(
-    playbook: str | Path, extra_vars: dict[str, object] | None = None, timeout: float = 900
+    playbook: str | Path,
+    extra_vars: dict[str, object] | None = None,
+    timeout: float = 900,
+    tags: str | None = None,
 ) -> PlaybookRun:
     """Run a playbook from the project root with the json callback."""
     env = os.environ | {
@@ -62,6 +65,8 @@ def run_playbook(
     cmd = [str(BIN / "ansible-playbook"), str(playbook)]
     if extra_vars:
         cmd += ["--extra-vars", json.dumps(extra_vars)]
+    if tags:
+        cmd += ["--tags", tags]
     started = time.monotonic()
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
