@@ -24,7 +24,6 @@ import json
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+
+from benchlib import resolve_base_image, sh
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "shipyard-bench/init-stop:latest"
@@ -126,28 +127,6 @@ class Row:
     zombies: list[int] = field(default_factory=list)
     clean: list[bool] = field(default_factory=list)
     overhead_ms: list[float] = field(default_factory=list)
-
-
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=600)
-
-
-def resolve_base_image() -> str:
-    proc = sh(
-        "docker",
-        "image",
-        "ls",
-        "--format",
-        "{{.Repository}}:{{.Tag}}",
-        "--filter",
-        "reference=debian:trixie-slim",
-        "--filter",
-        "reference=shipyard/base:trixie",
-    )
-    names = proc.stdout.split()
-    if not names:
-        sys.exit("no base image: run `make up` first")
-    return "debian:trixie-slim" if "debian:trixie-slim" in names else names[0]
 
 
 def build(base_image: str) -> float:

@@ -29,34 +29,17 @@ import json
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from benchlib import resolve_base_image, sh
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-" + uuid.uuid4().hex  # a throwaway container's superuser password
 UNCLEAN_SIGNS = ("not properly shut down", "automatic recovery", "crash recovery")
-
-
-def sh(*args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        sys.exit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def resolve_base_image() -> str:
-    proc = sh(
-        "docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
-        "--filter", "reference=debian:trixie-slim", "--filter", "reference=shipyard/base:trixie",
-    )  # fmt: skip
-    names = proc.stdout.split()
-    if not names:
-        sys.exit("no base image: run `make up` first")
-    return "debian:trixie-slim" if "debian:trixie-slim" in names else names[0]
 
 
 def build(image: str) -> float:
