@@ -20,8 +20,8 @@ container of the same image:
 from __future__ import annotations
 
 import gzip
-import json
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -30,6 +30,10 @@ from pathlib import Path
 
 import pytest
 from testinfra.host import Host
+
+# The scenarios' shared docker checks live beside them in molecule/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from container_checks import address, docker, inspect, logs, wait_healthy
 
 IMAGE = "shipyard/lamp:latest"
 PAGE = "/shipyard-test.php"
@@ -41,42 +45,6 @@ PASSWORD_VARIABLES = (
 )
 # MariaDB logs these on start-up only when the previous run did not shut down cleanly.
 UNCLEAN_SIGNS = ("crash recovery", "Recovering after a crash", "was not shut down normally")
-
-
-def docker(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"docker {args[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
-
-
-def inspect(container: str) -> dict:
-    return json.loads(docker("inspect", container).stdout)[0]
-
-
-def logs(container: str, since: str | None = None) -> str:
-    proc = docker("logs", *(["--since", since] if since else []), container)
-    return proc.stdout + proc.stderr
-
-
-def wait_healthy(container: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = inspect(container)["State"]
-        if state["Health"]["Status"] == "healthy":
-            return
-        if not state["Running"]:
-            pytest.fail(f"{container} exited ({state['ExitCode']}):\n{logs(container)[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{container} not healthy after {timeout:g} s:\n{logs(container)[-3000:]}")
-        time.sleep(0.5)
-
-
-def address(container: str) -> str:
-    networks = inspect(container)["NetworkSettings"]["Networks"]
-    return next(n["IPAddress"] for n in networks.values() if n["IPAddress"])
 
 
 def http_get(container: str, path: str) -> tuple[str, dict[str, str]]:

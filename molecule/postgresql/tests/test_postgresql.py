@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,57 +30,15 @@ from pathlib import Path
 import pytest
 from testinfra.host import Host
 
+# The scenarios' shared docker checks live beside them in molecule/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from container_checks import address, docker, inspect, logs, wait_exited, wait_healthy
+
 IMAGE = "shipyard/postgresql:17"
 SOCKET_DIR = "/run/postgresql"
 EXPECTED_INIT_SOURCES = ["10-schema.sql", "20-seed.sql.gz", "30-sourced.sh", "40-executed.sh"]
 # PostgreSQL logs these on start-up only when the previous run did not shut down cleanly.
 UNCLEAN_SIGNS = ("not properly shut down", "automatic recovery", "crash recovery")
-
-
-def docker(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"docker {args[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
-
-
-def inspect(container: str) -> dict:
-    return json.loads(docker("inspect", container).stdout)[0]
-
-
-def logs(container: str) -> str:
-    proc = docker("logs", container)
-    return proc.stdout + proc.stderr
-
-
-def wait_healthy(container: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = inspect(container)["State"]
-        if state["Health"]["Status"] == "healthy":
-            return
-        if not state["Running"]:
-            pytest.fail(f"{container} exited ({state['ExitCode']}):\n{logs(container)[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{container} not healthy after {timeout:g} s:\n{logs(container)[-3000:]}")
-        time.sleep(0.3)
-
-
-def wait_exited(container: str, timeout: float = 120) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = inspect(container)["State"]
-        if not state["Running"]:
-            return int(state["ExitCode"])
-        time.sleep(0.3)
-    pytest.fail(f"{container} still runs after {timeout:g} s:\n{logs(container)[-3000:]}")
-
-
-def address(container: str) -> str:
-    networks = inspect(container)["NetworkSettings"]["Networks"]
-    return next(n["IPAddress"] for n in networks.values() if n["IPAddress"])
 
 
 def psql(
