@@ -283,10 +283,13 @@ class Tail:
                 if watcher is None:
                     log.warning("%s (inode %d) is gone; its unread tail is lost", path, inode)
                     continue
+                log.info("%s rotated while the agent was down; reading inode %d at %s to its end",
+                         path, inode, moved)  # fmt: skip
                 watcher.path = path
                 watcher.rotated_at = time.monotonic()
             elif os.fstat(watcher.fd).st_size < offset:
-                watcher.offset = 0  # truncated while we were down
+                log.info("%s truncated while the agent was down; reading from 0", path)
+                watcher.offset = 0
             self.watchers.append(watcher)
 
     def positions(self) -> list[Position]:
