@@ -1,0 +1,422 @@
+"""The log-collector and s3 images on a real engine, built by playbooks/images.yml.
+
+Both run on a user-defined network as the dev environment runs them: the
+collector reaches moto as `s3`, the host reaches both through ports
+published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import secrets
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from helpers import PlaybookRun, docker, run_playbook
+from logs_harness import ForwardClient, forward, wait_for
+from shipyard_logs.forward import EventTime
+
+ROOT = Path(__file__).resolve().parents[2]
+COLLECTOR_IMAGE = "shipyard/log-collector"
+S3_IMAGE = "shipyard/s3"
+WHEELS = ROOT / "images" / "s3" / "wheels"
+INPUT_HASH = "io.shipyard.input-hash"
+ACCESS_KEY = "shipyard-test"
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+# A slice long closed: with time_slice_wait = 1 the uploader ships it at once.
+PAST = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+PAST_PATHS = [f"/past/{n % 7}" for n in range(60)]
+# Next hour: that slice stays open (and local) for the whole test.
+FUTURE = datetime.fromtimestamp((int(time.time()) // 3600 + 1) * 3600 + 125, UTC)
+FUTURE_PATHS = [f"/now/{n % 3}" for n in range(20)]
+
+
+def build() -> PlaybookRun:
+    return run_playbook("playbooks/images.yml", tags="log-collector,s3", timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def builds(docker_engine: str) -> tuple[PlaybookRun, PlaybookRun]:
+    first = build()
+    assert first.rc == 0, first.raw
+    second = build()
+    assert second.rc == 0, second.raw
+    return first, second
+
+
+def inspect(ref: str) -> dict[str, Any]:
+    return json.loads(docker("image", "inspect", ref))[0]
+
+
+def state(container: str) -> dict[str, Any]:
+    return json.loads(docker("inspect", "--format", "{{json .State}}", container))
+
+
+def logs(container: str) -> str:
+    proc = subprocess.run(
+        ["docker", "logs", container], capture_output=True, text=True, check=False
+    )
+    return proc.stdout + proc.stderr
+
+
+def wait_healthy(container: str, timeout: float = 90) -> None:
+    def healthy() -> bool:
+        current = state(container)
+        assert current["Running"], logs(container)
+        return current.get("Health", {}).get("Status") == "healthy"
+
+    wait_for(healthy, timeout, f"{container} to turn healthy", interval=0.3)
+
+
+def published(container: str, port: str) -> int:
+    """The host port Docker published `port` on, on 127.0.0.1."""
+    line = docker("port", container, port).splitlines()[0]
+    host, _, number = line.rpartition(":")
+    assert host == "127.0.0.1", line
+    return int(number)
+
+
+def stop(container: str) -> tuple[int, float]:
+    began = time.monotonic()
+    docker("stop", container)
+    return state(container)["ExitCode"], time.monotonic() - began
+
+
+def exec_text(container: str, *args: str) -> str:
+    return docker("exec", container, *args)
+
+
+def exists_in(container: str, path: str) -> bool:
+    probe = subprocess.run(["docker", "exec", container, "test", "-e", path], check=False)
+    return probe.returncode == 0
+
+
+def stamp(when: datetime) -> EventTime:
+    return EventTime(int(when.timestamp()))
+
+
+def access_records(paths: list[str], host: str) -> list[dict[str, Any]]:
+    return [
+        {"source_host": host, "host": "10.0.0.9", "method": "GET", "path": p, "code": 200}
+        for p in paths
+    ]
+
+
+def send_acked(port: int, tag: str, when: datetime, records: list[dict[str, Any]]) -> None:
+    """Records in chunked frames of ten, alternating plain and gzip, each acked."""
+    with ForwardClient(port) as client:
+        for first in range(0, len(records), 10):
+            entries = [(stamp(when), r) for r in records[first : first + 10]]
+            chunk = f"{tag}-{when:%H}-{first}-{uuid.uuid4().hex[:6]}"
+            client.send(forward.encode_packed_forward(tag, entries, chunk, first % 20 == 0))
+            assert client.ack() == chunk
+
+
+def expected_counts(paths: list[str]) -> str:
+    counts = Counter(paths)
+    return "".join(f"{path}\t{counts[path]}\n" for path in sorted(counts))
+
+
+@dataclass
+class Stack:
+    network: str
+    s3: str
+    collector: str
+    volume: str
+    bucket: str
+    secret: str
+    created: list[str]
+
+    def moto(self) -> Any:
+        return boto3.session.Session(
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=self.secret,
+            region_name="us-east-1",
+        ).client("s3", endpoint_url=f"http://127.0.0.1:{published(self.s3, '5000/tcp')}")
+
+
+@pytest.fixture(scope="module")
+def stack(builds: tuple[PlaybookRun, PlaybookRun]) -> Iterator[Stack]:
+    tag = uuid.uuid4().hex[:8]
+    stack = Stack(
+        network=f"shipyard-test-logs-{tag}",
+        s3=f"shipyard-test-s3-{tag}",
+        collector=f"shipyard-test-collector-{tag}",
+        volume=f"shipyard-test-collector-{tag}",
+        bucket=f"shipyard-test-{tag}",
+        secret=secrets.token_hex(16),
+        created=[],
+    )
+    docker("network", "create", stack.network)
+    try:
+        docker("run", "--detach", "--name", stack.s3, "--network", stack.network,
+               "--network-alias", "s3", "--publish", "127.0.0.1::5000",
+               f"{S3_IMAGE}:latest")  # fmt: skip
+        stack.created.append(stack.s3)
+        docker("run", "--detach", "--name", stack.collector, "--network", stack.network,
+               "--publish", "127.0.0.1::24224/tcp", "--publish", "127.0.0.1::24224/udp",
+               "--volume", f"{stack.volume}:/var/log/shipyard",
+               "--env", f"SHIPYARD_COLLECTOR_S3_BUCKET={stack.bucket}",
+               "--env", "SHIPYARD_COLLECTOR_S3_ENDPOINT_URL=http://s3:5000",
+               "--env", "SHIPYARD_COLLECTOR_S3_CREATE_BUCKET=true",
+               "--env", "SHIPYARD_COLLECTOR_S3_UPLOAD_INTERVAL=1",
+               "--env", "SHIPYARD_COLLECTOR_TIME_SLICE_WAIT=1",
+               "--env", f"SHIPYARD_COLLECTOR_S3_ACCESS_KEY_ID={ACCESS_KEY}",
+               "--env", f"SHIPYARD_COLLECTOR_S3_SECRET_ACCESS_KEY={stack.secret}",
+               f"{COLLECTOR_IMAGE}:latest")  # fmt: skip
+        stack.created.append(stack.collector)
+        wait_healthy(stack.s3)
+        wait_healthy(stack.collector)
+        port = published(stack.collector, "24224/tcp")
+        send_acked(port, "apache.access", PAST, access_records(PAST_PATHS, "web-past"))
+        send_acked(port, "apache.access", FUTURE, access_records(FUTURE_PATHS, "web-now"))
+        send_acked(port, "php.error", FUTURE, [{"source_host": "web-now", "path": "/now/0"}])
+        yield stack
+    finally:
+        for container in stack.created:
+            docker("rm", "--force", "--volumes", container, check=False)
+        docker("volume", "rm", "--force", stack.volume, check=False)
+        docker("network", "rm", stack.network, check=False)
+
+
+def test_images_build_and_a_second_run_changes_nothing(builds):
+    first, second = builds
+    assert second.changed == 0, second.raw
+    assert any("shipyard/s3:latest, 0.1.0 is up to date" in m for m in second.messages)
+    for name in (COLLECTOR_IMAGE, S3_IMAGE):
+        latest, version = inspect(f"{name}:latest"), inspect(f"{name}:0.1.0")
+        assert latest["Id"] == version["Id"]
+        assert len(latest["Config"]["Labels"][INPUT_HASH]) == 64
+        size = latest["Size"] / 1e6
+        print(f"{name}: {size:.0f} MB, first run {first.seconds:.0f} s")
+    moto_wheels = sorted(p.name for p in WHEELS.glob("*.whl"))
+    assert moto_wheels == [
+        "moto-5.2.5-py3-none-any.whl",
+        "py_partiql_parser-0.6.3-py2.py3-none-any.whl",
+    ]
+
+
+def test_wheels_are_pinned_like_the_host_tests_and_never_committed(builds):
+    pins = (ROOT / "requirements.txt").read_text().splitlines()
+    assert "moto[server]==5.2.5" in pins
+    version = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "/opt/moto/bin/python", f"{S3_IMAGE}:latest",
+         "-c", "import moto; print(moto.__version__)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert version == "5.2.5"
+    ignored = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "--quiet", str(WHEELS / "moto.whl")],
+        check=False,
+    )
+    assert ignored.returncode == 0
+
+
+def test_a_stale_wheel_is_removed_without_rebuilding(builds):
+    stale = WHEELS / "moto-5.0.0-py3-none-any.whl"
+    stale.write_bytes(b"not a wheel")
+    run = run_playbook("playbooks/images.yml", tags="s3")
+    assert run.rc == 0, run.raw
+    assert not stale.exists()
+    # Only the removal: the input hash, taken after it, is the built one.
+    assert run.changed == 1, run.raw
+    assert any("shipyard/s3:latest, 0.1.0 is up to date" in m for m in run.messages)
+
+
+def test_image_contract(builds):
+    collector = inspect(f"{COLLECTOR_IMAGE}:latest")["Config"]
+    assert set(collector["ExposedPorts"]) == {"24224/tcp", "24224/udp"}
+    assert set(collector["Volumes"]) == {"/var/log/shipyard"}
+    s3 = inspect(f"{S3_IMAGE}:latest")["Config"]
+    assert set(s3["ExposedPorts"]) == {"5000/tcp"}
+    for config in (collector, s3):
+        assert config["Entrypoint"] == ["/usr/bin/tini", "--", "/usr/local/bin/shipyard-init"]
+        assert config["Healthcheck"]["Test"] == [
+            "CMD", "/usr/local/bin/shipyard-init", "status"
+        ]  # fmt: skip
+
+
+def test_slices_land_in_the_volume_as_time_tag_json(stack: Stack):
+    rel = f"logs/{FUTURE:%Y%m%d}/web-now-{FUTURE:%H}.log"
+    text = exec_text(stack.collector, "cat", f"/var/log/shipyard/{rel}")
+    lines = [line.split("\t") for line in text.splitlines()]
+    assert all(len(fields) == 3 for fields in lines), text
+    assert {when for when, _, _ in lines} == {FUTURE.isoformat()}
+    assert Counter(tag for _, tag, _ in lines) == {"apache.access": 20, "php.error": 1}
+    paths = [json.loads(body)["path"] for _, tag, body in lines if tag == "apache.access"]
+    assert paths == FUTURE_PATHS
+    owner = exec_text(stack.collector, "stat", "-c", "%U", f"/var/log/shipyard/{rel}").strip()
+    assert owner == "collector"
+
+
+@pytest.fixture(scope="module")
+def shipped(stack: Stack) -> str:
+    """The key of the past slice, once the collector has uploaded it."""
+    client = stack.moto()
+    key = f"logs/{PAST:%Y%m%d}/web-past-{PAST:%H}.log.gz"
+
+    def uploaded() -> bool:
+        listing = client.list_objects_v2(Bucket=stack.bucket, Prefix="logs/")
+        return key in [o["Key"] for o in listing.get("Contents", [])]
+
+    wait_for(uploaded, 30, f"s3://{stack.bucket}/{key}", interval=0.5)
+    return key
+
+
+def test_closed_slice_is_uploaded_gzipped_with_the_lifecycle_rule(stack: Stack, shipped: str):
+    client = stack.moto()
+    key = shipped
+    body = gzip.decompress(client.get_object(Bucket=stack.bucket, Key=key)["Body"].read())
+    lines = [line.split("\t") for line in body.decode().splitlines()]
+    assert [json.loads(b)["path"] for _, _, b in lines] == PAST_PATHS
+    assert {(when, tag) for when, tag, _ in lines} == {(PAST.isoformat(), "apache.access")}
+    (rule,) = client.get_bucket_lifecycle_configuration(Bucket=stack.bucket)["Rules"]
+    assert rule["ID"] == "shipyard-archive-logs"
+    assert rule["Filter"] == {"Prefix": "logs/"}
+    assert rule["Transitions"] == [{"Days": 7, "StorageClass": "GLACIER"}]
+    # The local copy goes only after the put succeeded.
+    local = f"/var/log/shipyard/logs/{PAST:%Y%m%d}/web-past-{PAST:%H}.log"
+    wait_for(
+        lambda: not exists_in(stack.collector, local),
+        10,
+        f"{local} to be removed after its upload",
+        interval=0.3,
+    )
+
+
+def test_report_runs_in_the_collector_container(stack: Stack, shipped: str):
+    local = docker("exec", stack.collector, "shipyard-logs", "report",
+                   "--date", f"{FUTURE:%Y%m%d}", "--root", "/var/log/shipyard",
+                   "--output", "/tmp/future.log")  # fmt: skip
+    assert local == expected_counts(FUTURE_PATHS)
+    assert exec_text(stack.collector, "wc", "-l", "/tmp/future.log").split()[0] == "21"
+    # The past day is only in S3 now; report reads it with the usual AWS_* variables.
+    remote = docker("exec", "--env", f"AWS_ACCESS_KEY_ID={ACCESS_KEY}",
+                    "--env", f"AWS_SECRET_ACCESS_KEY={stack.secret}",
+                    "--env", "AWS_DEFAULT_REGION=us-east-1", stack.collector,
+                    "shipyard-logs", "report", "--date", f"{PAST:%Y%m%d}",
+                    "--root", "/var/log/shipyard", "--s3", stack.bucket,
+                    "--endpoint-url", "http://s3:5000", "--output", "/tmp/past.log")  # fmt: skip
+    assert remote == expected_counts(PAST_PATHS)
+
+
+def test_collector_runs_as_an_unprivileged_user(stack: Stack):
+    uid = exec_text(stack.collector, "id", "-u", "collector").strip()
+    assert uid != "0"
+    rows = [
+        line.split(None, 2)
+        for line in docker("top", stack.collector, "-eo", "uid,pid,args").splitlines()[1:]
+    ]
+    users = {args: row_uid for row_uid, _, args in rows}
+    assert users["/usr/bin/python3 /usr/local/bin/shipyard-logs collector"] == uid
+    assert users["/usr/bin/python3 /usr/local/bin/shipyard-init"] == "0"
+
+
+def test_heartbeat_is_answered_over_the_published_udp_port(stack: Stack):
+    port = published(stack.collector, "24224/udp")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        for _ in range(5):  # the docker-proxy for UDP may need a moment
+            sock.sendto(b"\xc0", ("127.0.0.1", port))
+            try:
+                data, _ = sock.recvfrom(16)
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise AssertionError("no heartbeat answer")
+    assert data == b"\xc0"
+
+
+def test_no_secret_in_the_images_or_the_output(stack: Stack, shipped: str):
+    # The secret was in use (the upload worked); it shows nowhere it could leak.
+    for image in (f"{COLLECTOR_IMAGE}:latest", f"{S3_IMAGE}:latest"):
+        history = docker("history", "--no-trunc", image)
+        config = docker("image", "inspect", image)
+        assert stack.secret not in history + config
+        env = inspect(image)["Config"]["Env"]
+        names = [item.partition("=")[0] for item in env]
+        assert not [n for n in names if any(w in n for w in ("SECRET", "KEY", "PASSWORD"))], env
+        assert not [n for n in names if n.startswith("AWS_")], env
+    assert stack.secret not in logs(stack.collector)
+    assert stack.secret not in logs(stack.s3)
+    config = exec_text(stack.collector, "cat", "/etc/shipyard/collector.toml")
+    assert "access_key" not in config.replace("# ", "")
+
+
+def test_docker_stop_exits_0_quickly_and_moto_forgets_on_restart(stack: Stack, shipped: str):
+    for container in (stack.collector, stack.s3):
+        code, took = stop(container)
+        print(f"docker stop {container}: exit {code} in {took:.2f} s")
+        assert code == 0, logs(container)
+        assert took < 9, f"docker stop of {container} took {took:.1f} s"
+    docker("start", stack.s3)
+    wait_healthy(stack.s3)
+    assert stack.moto().list_buckets()["Buckets"] == []
+
+
+def stream(port: int, acked: list[str], stop_after: Callable[[], bool]) -> None:
+    """Frames of 50 records until the collector goes away; acked chunk ids recorded."""
+    now = datetime.now(UTC)
+    try:
+        with ForwardClient(port, timeout=15) as client:
+            n = 0
+            while not stop_after():
+                chunk = f"busy-{n}"
+                entries = [
+                    (stamp(now), {"source_host": "busy", "chunk": chunk, "i": i}) for i in range(50)
+                ]
+                client.send(forward.encode_packed_forward("t.busy", entries, chunk, n % 2 == 0))
+                if client.ack() != chunk:
+                    return
+                acked.append(chunk)
+                n += 1
+    except OSError:
+        return
+
+
+def test_zero_config_collector_keeps_every_acked_chunk_across_docker_stop(builds):
+    name = f"shipyard-test-collector0-{uuid.uuid4().hex[:8]}"
+    docker("run", "--detach", "--name", name, "--publish", "127.0.0.1::24224",
+           f"{COLLECTOR_IMAGE}:latest")  # fmt: skip
+    try:
+        wait_healthy(name)
+        assert "uploading" not in logs(name)
+        acked: list[str] = []
+        done = threading.Event()
+        sender = threading.Thread(
+            target=stream, args=(published(name, "24224/tcp"), acked, done.is_set), daemon=True
+        )
+        sender.start()
+        wait_for(lambda: len(acked) >= 20, 30, "the first acks")
+        code, took = stop(name)
+        done.set()
+        sender.join(20)
+        print(f"docker stop under load: exit {code} in {took:.2f} s, {len(acked)} chunks acked")
+        assert code == 0, logs(name)
+        assert took < 9, f"docker stop took {took:.1f} s under load"
+        docker("start", name)
+        wait_healthy(name)
+        text = exec_text(name, "sh", "-c", "cat /var/log/shipyard/logs/*/busy-*.log")
+        per_chunk = Counter(json.loads(line.split("\t")[2])["chunk"] for line in text.splitlines())
+        # Every acked chunk is there, whole and once; an unacked one is all or nothing.
+        assert all(per_chunk[c] == 50 for c in acked)
+        assert set(per_chunk.values()) == {50}
+        code, _ = stop(name)
+        assert code == 0
+    finally:
+        docker("rm", "--force", "--volumes", name, check=False)
