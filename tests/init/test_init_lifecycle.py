@@ -417,3 +417,71 @@ def test_service_runs_as_configured_user(init: InitRunner, user: object) -> None
     # The service's environment is merged over the supervisor's own.
     assert seen["greeting"] == "hello"
     assert seen["inherited"] == init.run_id
+
+
+# ------------------------------------------------------------------ restart command
+
+
+def service_entry(init: InitRunner, name: str) -> dict[str, object]:
+    document = init.status_document()
+    assert document is not None
+    return next(s for s in document["services"] if s["name"] == name)  # type: ignore[index]
+
+
+def test_restart_command_restarts_a_non_critical_service(init: InitRunner) -> None:
+    init.write_config(
+        [
+            init.service("db", stop_timeout=2.0),
+            init.service("agent", critical=False, stop_signal="INT", stop_timeout=2.0),
+        ]
+    )
+    init.start()
+    init.wait_for(lambda: init.cli("status").returncode == 0, "every service ready")
+    before = service_entry(init, "agent")["pid"]
+    db_pid = service_entry(init, "db")["pid"]
+
+    proc = init.cli("restart", "agent", "--timeout", "20", timeout=30)
+    assert proc.returncode == 0, proc.stderr + init.diagnostics()
+    after = service_entry(init, "agent")
+    assert after["pid"] not in (None, before)
+    assert after["ready"] is True
+    assert f"agent restarted (pid {after['pid']})" in proc.stdout
+    # The service's own stop signal, and nothing else was touched.
+    assert init.event("stop", "agent").details[:1] == ("SIGINT",)
+    assert service_entry(init, "db")["pid"] == db_pid
+    assert init.cli("status").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("db", "not a non-critical long-running service"),
+        ("prep", "not a non-critical long-running service"),
+        ("nosuch", "unknown"),
+    ],
+)
+def test_restart_command_refuses_what_it_cannot_restart(
+    init: InitRunner, name: str, message: str
+) -> None:
+    init.write_config([oneshot(init, "prep", "--exit-after", 0), init.service("db")])
+    init.start()
+    init.wait_running()
+    db_pid = service_entry(init, "db")["pid"]
+    proc = init.cli("restart", name)
+    assert proc.returncode == 64
+    assert f"cannot restart {name!r}: {message}" in proc.stderr
+    assert init.running
+    assert service_entry(init, "db")["pid"] == db_pid
+
+
+def test_restart_command_without_a_running_supervisor_fails(init: InitRunner) -> None:
+    init.write_config([init.service("agent", critical=False)])
+    proc = init.cli("restart", "agent")
+    assert proc.returncode == 1
+    assert "supervisor has not started" in proc.stderr
+
+
+def test_restart_needs_a_name_and_only_restart_takes_one(init: InitRunner) -> None:
+    init.write_config([init.service("agent", critical=False)])
+    assert init.cli("restart").returncode == 2
+    assert init.cli("status", "agent").returncode == 2

@@ -10,6 +10,10 @@ or s6.
 Usage:
     shipyard-init [--config PATH] [run]     supervise the services
     shipyard-init [--config PATH] status    readiness query for HEALTHCHECK
+    shipyard-init [--config PATH] restart NAME [--timeout S]
+                                            restart a non-critical service (e.g. after
+                                            its configuration changed) and wait until
+                                            it is ready again
     shipyard-init [--config PATH] --check-config
 
 Exit codes: 0 after a requested stop; the failing service's code (or
@@ -48,6 +52,7 @@ DEFAULT_STOP_BUDGET = 9.0
 
 EX_OK = 0
 EX_FAILURE = 1
+EX_USAGE = 64
 EX_SOFTWARE = 70
 EX_CONFIG = 78
 EX_NOEXEC = 126
@@ -1123,6 +1128,52 @@ def query_status(path: Path) -> int:
     return EX_OK
 
 
+# --------------------------------------------------------------------------- restart
+
+
+def _running_service(path: Path, name: str) -> dict[str, object] | str:
+    """The status entry of `name` while the supervisor runs, else why not."""
+    problems = _status_problems(path)
+    if problems and problems[0].startswith(("supervisor", "cannot read", "malformed")):
+        return problems[0]
+    services = json.loads(path.read_text(encoding="utf-8"))["services"]
+    found = [entry for entry in services if entry["name"] == name]
+    return found[0] if found else f"no service named {name!r}"
+
+
+def restart_service(config: Config, name: str, timeout: float) -> int:
+    """Stop one non-critical service with its own signal; the supervisor starts it again.
+
+    Only non-critical long-running services: the supervisor answers a critical
+    one's exit by stopping the container, which is `docker restart`'s job.
+    """
+    service = next((s for s in config.services if s.name == name), None)
+    if service is None or service.kind != LONGRUN or service.critical:
+        what = "unknown" if service is None else "not a non-critical long-running service"
+        print(f"cannot restart {name!r}: {what}", file=sys.stderr)
+        return EX_USAGE
+    entry = _running_service(config.status_file, name)
+    if isinstance(entry, str):
+        print(f"cannot restart {name!r}: {entry}", file=sys.stderr)
+        return EX_FAILURE
+    old_pid, old_restarts = entry["pid"], entry["restarts"]
+    if isinstance(old_pid, int):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old_pid, service.stop_signal)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = _running_service(config.status_file, name)
+        if isinstance(entry, str):
+            print(f"cannot restart {name!r}: {entry}", file=sys.stderr)
+            return EX_FAILURE
+        if entry["restarts"] != old_restarts and entry["ready"] and entry["pid"] != old_pid:
+            print(f"{name} restarted (pid {entry['pid']})")
+            return EX_OK
+        time.sleep(0.1)
+    print(f"{name} not ready again after {timeout:g} s", file=sys.stderr)
+    return EX_FAILURE
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -1154,11 +1205,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=("run", "status"),
+        choices=("run", "status", "restart"),
         default="run",
-        help="run: supervise (default); status: exit 0 only when every service is ready",
+        help="run: supervise (default); status: exit 0 only when every service is ready;"
+        " restart NAME: restart a non-critical service and wait until it is ready",
     )
-    return parser.parse_args(argv)
+    parser.add_argument("service", nargs="?", help="the service to restart")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="restart: seconds to wait (default 60)"
+    )
+    args = parser.parse_args(argv)
+    if (args.command == "restart") != (args.service is not None):
+        parser.error("a service name goes with restart, and only with restart")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1175,6 +1234,8 @@ def main(argv: list[str] | None = None) -> int:
         return EX_OK
     if args.command == "status":
         return query_status(config.status_file)
+    if args.command == "restart":
+        return restart_service(config, args.service, args.timeout)
     _become_subreaper()
     code = asyncio.run(supervise(config))
     # Every service is down and every line went out through os.write();
