@@ -12,9 +12,11 @@ rotates itself (PostgreSQL's log_rotation_size): only the old ones are pruned.
 The log agent's position files (`pos_dir/*.pos`) guard the backlog. A file is
 rotated only once its inode is in them, so the agent follows every generation
 (by its open file or, after a restart, by inode); a generation the agent has
-not read to its end is never deleted. While the agent cannot ship (no
-collector), the file grows up to `max_size` and is then rotated anyway: disk
-space wins, and that is logged.
+not read to its end (for `rotate = false`: not yet found either) is kept
+beyond `keep`. While the agent cannot ship (no collector), the file grows up
+to `max_size` and is then rotated anyway, and old files the agent has not read
+are deleted once there are more than 2 x `keep`: disk space wins, and that is
+logged.
 """
 
 from __future__ import annotations
@@ -166,9 +168,18 @@ def agent_offsets(pos_dir: Path | None) -> dict[int, int] | None:
     return offsets
 
 
-def unread(st: os.stat_result, offsets: dict[int, int] | None) -> bool:
-    """The agent follows this inode and has not committed its end yet."""
-    return offsets is not None and st.st_ino in offsets and offsets[st.st_ino] < st.st_size
+def unread(st: os.stat_result, offsets: dict[int, int] | None, known: bool) -> bool:
+    """The agent has not committed this file's end yet.
+
+    known: every generation was in the agent's positions before it was made
+    (rename rotation), so one missing from them was read and dropped. Files a
+    writer rotates itself may not have been found by the agent's glob yet.
+    """
+    if offsets is None:
+        return False
+    if st.st_ino not in offsets:
+        return not known
+    return offsets[st.st_ino] < st.st_size
 
 
 # ------------------------------------------------------------------ files
@@ -294,13 +305,20 @@ class Rotator:
 
         The newest ones are never candidates: right after a rotation the
         writer may not have reopened yet, and the agent may not have noticed.
+        Past 2 x keep old files disk space wins, as max_size does for rotation.
         """
-        for candidate in generations(entry)[: -self.config.keep]:
+        old = generations(entry)
+        forced = len(old) - 2 * self.config.keep
+        for index, candidate in enumerate(old[: -self.config.keep]):
             st = candidate.stat()
-            if unread(st, offsets):
-                self._once("keep", st.st_ino, "keeping %s beyond keep=%d: the log agent has "
-                           "not read it to its end", candidate, self.config.keep)  # fmt: skip
-                continue
+            if unread(st, offsets, known=entry.rotate):
+                if index >= forced:
+                    self._once("keep", st.st_ino, "keeping %s beyond keep=%d: the log agent "
+                               "has not read it to its end", candidate,
+                               self.config.keep)  # fmt: skip
+                    continue
+                log.warning("removing %s although the log agent has not read it to its end "
+                            "(more than 2 x keep old files)", candidate)  # fmt: skip
             candidate.unlink()
             log.info("removed %s", candidate)
 
