@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv up down test lint pytest molecule clean
+.PHONY: help venv up down test lint vagrant pytest molecule clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,23 @@ lint: $(STAMP) ## yamllint, ansible-lint (production profile), ruff.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# `vagrant validate` checks the provider block of the provider it would use,
+# and only a usable provider can be used: libvirt always (the vagrant-libvirt
+# plugin needs no running libvirtd for this), virtualbox where it is installed.
+# A throw-away dotfile dir keeps a real VM's state in .vagrant/ out of it; no
+# VM is started and nothing is downloaded.
+VAGRANT_PROVIDERS ?= libvirt $(if $(shell command -v VBoxManage 2>/dev/null),virtualbox)
+
+vagrant: ## vagrant validate the Vagrantfile, per provider (offline).
+	@command -v vagrant >/dev/null || { echo "vagrant is missing: apt-get install vagrant vagrant-libvirt" >&2; exit 1; }
+	@for p in $(VAGRANT_PROVIDERS); do \
+	  echo "== vagrant validate ($$p)"; \
+	  dot=$$(mktemp -d); \
+	  rc=0; VAGRANT_DEFAULT_PROVIDER=$$p VAGRANT_DOTFILE_PATH=$$dot VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate || rc=$$?; \
+	  rm -rf "$$dot"; \
+	  [ $$rc -eq 0 ] || exit $$rc; \
+	done
+
 # pytest exits 5 when it collects nothing: here that means a broken suite, not a pass.
 pytest: $(STAMP) ## Run the pytest suite.
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
@@ -51,7 +68,7 @@ molecule: $(STAMP) ## Run every molecule scenario (SCENARIOS="a b" for some).
 	  $(BIN)/molecule test -s $$s; \
 	done
 
-test: lint pytest molecule ## Lint, pytest and every molecule scenario.
+test: lint vagrant pytest molecule ## Lint, vagrant validate, pytest and every molecule scenario.
 
 clean: ## Remove .venv and caches (not the dev environment).
 	rm -rf $(VENV) .pytest_cache .ruff_cache
