@@ -125,15 +125,22 @@ def test_services_run_as_postgres(instance: str) -> None:
     supervisor = [pid for pid, (ppid, _, comm) in by_pid.items() if ppid == 1 and comm != "ps"]
     assert len(supervisor) == 1
     assert by_pid[supervisor[0]][1] == "root"
-    postmaster = [pid for pid, (ppid, _, _) in by_pid.items() if ppid == supervisor[0]]
-    assert len(postmaster) == 1, by_pid
+    services = {
+        pid: by_pid[pid][1:] for pid, (ppid, _, _) in by_pid.items() if ppid == supervisor[0]
+    }
+    # The log agent and the log pruner run beside the server (images/postgresql/README.md).
+    assert sorted(services.values()) == [
+        ("log-age+", "shipyard-logs"), ("postgres", "postgres"), ("root", "shipyard-log-ro"),
+    ], by_pid  # fmt: skip
+    postmaster = [pid for pid, (user, _) in services.items() if user == "postgres"]
     assert by_pid[postmaster[0]][1:] == ("postgres", "postgres")
     children = [(user, comm) for ppid, user, comm in by_pid.values() if ppid == postmaster[0]]
     assert children, "the postmaster has no child processes"
     assert {user for user, _ in children} == {"postgres"}
-    # The first-run one-shots are gone; only the supervisor runs as root.
-    root = {comm for _, user, comm in by_pid.values() if user == "root"} - {"ps"}
-    assert root == {"tini", by_pid[supervisor[0]][2]}
+    # The first-run one-shots are gone; only the supervisor and the pruner run as root.
+    # runc's init is a health check or exec being set up at that instant.
+    root = {c for _, user, c in by_pid.values() if user == "root" and not c.startswith("runc:")}
+    assert root - {"ps"} == {"tini", by_pid[supervisor[0]][2], "shipyard-log-ro"}
 
 
 def test_server_holds_no_password(instance: str) -> None:
