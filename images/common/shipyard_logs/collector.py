@@ -4,16 +4,18 @@
 
 It accepts Message, Forward, PackedForward and CompressedPackedForward frames
 on TCP (default 0.0.0.0:24224) and answers heartbeats on UDP at the same port.
-Records land in `ROOT/logs/<time_slice_format>.log`; a frame carrying a
-`chunk` is acked only after its lines and its chunk id are fsync'd (see
-slices.py), and a replayed chunk id is acked without writing it again. With an
+Records land in `ROOT/logs/<time_slice_format>.log`, or with `[[match]]`
+tables in the store of the first match for their tag (routing.py); a frame
+carrying a `chunk` is acked only after its lines and its chunk id are fsync'd
+(see slices.py), and a replayed chunk id is acked without writing it again. With an
 `[s3]` bucket configured, closed slices are shipped to S3 (uploader.py). With
 no configuration at all it listens on 24224 and writes under /var/log/shipyard.
 
 Configuration: the file named by --config or $SHIPYARD_COLLECTOR_CONFIG (TOML,
 or JSON when it ends in .json), then environment variables
 SHIPYARD_COLLECTOR_<KEY> for top-level keys and SHIPYARD_COLLECTOR_S3_<KEY>
-for the [s3] table. boto3 also reads the usual AWS_* variables.
+for the [s3] table, SHIPYARD_COLLECTOR_MATCH_<N>_S3_<KEY> for the [match.s3]
+table of the N-th (0-based) [[match]]. boto3 also reads the usual AWS_* variables.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from typing import Any
 
 from . import forward
 from .config import ConfigError, config_from_cli, load_file, merge
-from .slices import DEFAULT_TIME_SLICE_FORMAT, LayoutError, SliceLayout, SliceStore
-from .uploader import S3Settings, Uploader
+from .routing import MatchConfig, Router, TagMatcher, parse_matches, s3_settings
+from .slices import DEFAULT_TIME_SLICE_FORMAT, LayoutError, SliceLayout
+from .uploader import RULE_ID, S3Settings, Uploader
 
 log = logging.getLogger("shipyard_logs.collector")
 
@@ -53,21 +56,6 @@ DEFAULTS: dict[str, Any] = {
     "heartbeat": True,
     "log_level": "INFO",
 }
-S3_DEFAULTS: dict[str, Any] = {
-    "bucket": "",
-    "prefix": "",
-    "endpoint_url": "",
-    "region": "us-east-1",
-    "access_key_id": "",
-    "secret_access_key": "",
-    "create_bucket": False,
-    "lifecycle": True,
-    "archive_after_days": 7,
-    "archive_storage_class": "GLACIER",
-    "retention_days": 0.0,
-    "upload_interval": 60.0,
-    "retry_max_interval": 300.0,
-}
 
 
 @dataclass(frozen=True)
@@ -82,23 +70,45 @@ class CollectorConfig:
     limits: forward.Limits
     heartbeat: bool
     log_level: str
-    s3: S3Settings | None
+    s3: S3Settings | None  # the top-level [s3]; always None with [[match]] tables
+    # [[match]] tables in order; without any, one catch-all "**" match at root
+    # made of the top-level settings, which is the collector without routing.
+    matches: tuple[MatchConfig, ...]
+    routed: bool  # [[match]] tables were given: unmatched tags go to ROOT/unmatched/
 
 
 def load_config(path: str | None, env: dict[str, str] | None = None) -> CollectorConfig:
     env = dict(os.environ) if env is None else env
     data = load_file(path or env.get("SHIPYARD_COLLECTOR_CONFIG"))
     s3_given = data.pop("s3", {})
-    if not isinstance(s3_given, dict):
-        raise ConfigError("s3 must be a table")
+    raw_matches = data.pop("match", None)
     top = merge(DEFAULTS, data, "SHIPYARD_COLLECTOR_", "collector", env)
-    s3 = merge(S3_DEFAULTS, s3_given, "SHIPYARD_COLLECTOR_S3_", "s3", env)
+    # The top-level lifecycle rule keeps its historical id whatever the prefix.
+    s3 = s3_settings(s3_given, "collector.s3", "SHIPYARD_COLLECTOR_S3_", env, rule_id=RULE_ID)
     try:
         layout = SliceLayout(top["time_slice_format"])
     except LayoutError as exc:
         raise ConfigError(f"collector.time_slice_format: {exc}") from exc
-    if s3["prefix"] and not s3["prefix"].endswith("/"):
-        s3["prefix"] += "/"
+    matches = parse_matches(raw_matches, top, env)
+    if matches and s3 is not None:
+        # Uploading nothing while a bucket is configured would look like success.
+        raise ConfigError(
+            "collector.s3.bucket is not used with [[match]] tables: "
+            "give each match of type s3 its own [match.s3] table"
+        )
+    routed = bool(matches)
+    if not routed:
+        matches = (
+            MatchConfig(
+                name="default",
+                matcher=TagMatcher("**"),
+                type="file" if s3 is None else "s3",
+                path="",
+                layout=layout,
+                time_slice_wait=float(top["time_slice_wait"]),
+                s3=s3,
+            ),
+        )
     return CollectorConfig(
         bind=top["bind"],
         port=int(top["port"]),
@@ -113,7 +123,9 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> Collecto
         ),
         heartbeat=bool(top["heartbeat"]),
         log_level=str(top["log_level"]).upper(),
-        s3=S3Settings(**s3) if s3["bucket"] else None,
+        s3=s3,
+        matches=matches,
+        routed=routed,
     )
 
 
@@ -132,15 +144,19 @@ class HeartbeatProtocol(asyncio.DatagramProtocol):
 class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
-        self.store = SliceStore(
-            config.root, config.layout, config.chunk_id_retention, config.max_chunk_ids
+        self.router = Router(
+            config.root,
+            config.matches,
+            config.chunk_id_retention,
+            config.max_chunk_ids,
+            unmatched_layout=config.layout if config.routed else None,
         )
-        # One writer thread owns the files: commits are serialised, so file
+        # One writer thread owns the files of every store: commits are serialised, so file
         # lengths in the journal are exact, and fsync never blocks the loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         self._server: asyncio.base_events.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
-        self._uploader_task: asyncio.Task[None] | None = None
+        self._uploader_tasks: list[asyncio.Task[None]] = []
         self._connections: set[asyncio.Task[Any]] = set()
         self.lines = 0
 
@@ -148,7 +164,7 @@ class Collector:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     async def start(self) -> None:
-        await self.writer(self.store.open)
+        await self.writer(self.router.open)
         cfg = self.config
         self._server = await asyncio.start_server(
             self._handle, cfg.bind, cfg.port, reuse_address=True
@@ -158,26 +174,39 @@ class Collector:
             self._udp, _ = await loop.create_datagram_endpoint(
                 HeartbeatProtocol, local_addr=(cfg.bind, cfg.port)
             )
-        if cfg.s3 is not None:
-            uploader = Uploader(self.store, self.writer, cfg.s3, cfg.time_slice_wait)
-            self._uploader_task = asyncio.create_task(uploader.run())
-            log.info("uploading closed slices to %r", cfg.s3)
+        self._start_uploaders()
         log.info("listening on %s:%d, writing under %s", cfg.bind, cfg.port, cfg.root)
+
+    def _start_uploaders(self) -> None:
+        # Uploaders sharing a bucket share its lock: each rewrites the bucket's
+        # lifecycle configuration to add its own rule.
+        locks: dict[tuple[str, str], asyncio.Lock] = {}
+        for route in self.router.routes:
+            if route.s3 is None:
+                continue
+            lock = locks.setdefault((route.s3.endpoint_url, route.s3.bucket), asyncio.Lock())
+            uploader = Uploader(route.store, self.writer, route.s3, route.time_slice_wait, lock)
+            self._uploader_tasks.append(asyncio.create_task(uploader.run()))
+            log.info("%s: uploading closed slices under %s to %r",
+                     route.name, route.store.root, route.s3)  # fmt: skip
+        for route in self.router.all_routes:
+            if route.s3 is None:
+                log.info("%s: keeping slices under %s", route.name, route.store.root)
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
         if self._udp is not None:
             self._udp.close()
-        if self._uploader_task is not None:
-            self._uploader_task.cancel()
+        for uploader in self._uploader_tasks:
+            uploader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._uploader_task
+                await uploader
         for task in list(self._connections):
             task.cancel()
         if self._connections:
             await asyncio.wait(self._connections, timeout=5)
-        await self.writer(self.store.close)
+        await self.writer(self.router.close)
         self._executor.shutdown(wait=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -222,7 +251,7 @@ class Collector:
         except forward.ForwardError as exc:
             error = exc  # the frames before it are whole and still stored
         if frames:
-            result = await self.writer(self.store.store, frames, peer)
+            result = await self.writer(self.router.store, frames, peer)
             self.lines += result.lines
             if result.duplicates:
                 log.info("dropped %d replayed records from %s", result.duplicates, peer)

@@ -2,6 +2,8 @@
 
 A slice is `ROOT/logs/<time_slice_format>.log`, chosen from each record's own
 event time (UTC) and its source host, one line `time<TAB>tag<TAB>json` each.
+ROOT is one store's directory: the collector's root, or with `[[match]]`
+tables a directory under it per match (routing.py), each with its own journal.
 
 The journal (`ROOT/.collector/journal`, JSON lines, fsync'd) records, for every
 commit, the chunk ids it stored and the length every touched slice file had

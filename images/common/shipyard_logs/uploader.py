@@ -7,6 +7,10 @@ already holds other bytes (records that arrived after the slice was shipped
 and removed), the newcomers go to `<slice>.<md5 prefix>.log.gz`, again a
 function of the content alone. The local file is removed, or kept gzipped for
 `retention_days`, only after S3 accepted the put.
+
+Several uploaders (one per `[[match]]` of type s3) may share a bucket under
+different prefixes: each keeps its own lifecycle rule, and a shared lock keeps
+their read-modify-write of the bucket's lifecycle configuration apart.
 """
 
 from __future__ import annotations
@@ -27,6 +31,23 @@ from .slices import SliceStore
 log = logging.getLogger("shipyard_logs.uploader")
 
 RULE_ID = "shipyard-archive-logs"
+S3_DEFAULTS: dict[str, Any] = {
+    "bucket": "",
+    "prefix": "",
+    "endpoint_url": "",
+    "region": "us-east-1",
+    "access_key_id": "",
+    "secret_access_key": "",
+    "access_key_id_file": "",
+    "secret_access_key_file": "",
+    "create_bucket": False,
+    "lifecycle": True,
+    "archive_after_days": 7,
+    "archive_storage_class": "GLACIER",
+    "retention_days": 0.0,
+    "upload_interval": 60.0,
+    "retry_max_interval": 300.0,
+}
 T = TypeVar("T")
 WriterCall = Callable[..., Awaitable[Any]]
 
@@ -46,6 +67,7 @@ class S3Settings:
     retention_days: float = 0.0
     upload_interval: float = 60.0
     retry_max_interval: float = 300.0
+    rule_id: str = RULE_ID
 
     def __repr__(self) -> str:
         # Never let a secret reach a log line through a repr.
@@ -99,7 +121,7 @@ def ensure_bucket(client: Any, settings: S3Settings) -> None:  # noqa: ANN401
 
 def lifecycle_rule(settings: S3Settings) -> dict[str, Any]:
     return {
-        "ID": RULE_ID,
+        "ID": settings.rule_id,
         "Filter": {"Prefix": f"{settings.prefix}logs/"},
         "Status": "Enabled",
         "Transitions": [
@@ -117,14 +139,15 @@ def ensure_lifecycle(client: Any, settings: S3Settings) -> None:  # noqa: ANN401
             raise
         rules = []
     wanted = lifecycle_rule(settings)
-    current = next((r for r in rules if r.get("ID") == RULE_ID), None)
+    current = next((r for r in rules if r.get("ID") == settings.rule_id), None)
     if current is not None and all(current.get(k) == v for k, v in wanted.items()):
         return
-    others = [r for r in rules if r.get("ID") != RULE_ID]
+    others = [r for r in rules if r.get("ID") != settings.rule_id]
     client.put_bucket_lifecycle_configuration(
         Bucket=settings.bucket, LifecycleConfiguration={"Rules": [*others, wanted]}
     )
-    log.info("lifecycle rule %s: %s objects to %s after %d days", RULE_ID, wanted["Filter"],
+    log.info("lifecycle rule %s: %s objects to %s after %d days",
+             settings.rule_id, wanted["Filter"],
              settings.archive_storage_class, settings.archive_after_days)  # fmt: skip
 
 
@@ -168,6 +191,7 @@ class Uploader:
         writer: WriterCall,
         settings: S3Settings,
         time_slice_wait: float,
+        bucket_lock: asyncio.Lock | None = None,
     ) -> None:
         self.store = store
         self.writer = writer
@@ -177,6 +201,7 @@ class Uploader:
         self._failures: dict[str, int] = {}
         self._next_try: dict[str, float] = {}
         self._bucket_ready = False
+        self._bucket_lock = bucket_lock or asyncio.Lock()
 
     def _backoff(self, failures: int) -> float:
         return min(
@@ -198,7 +223,8 @@ class Uploader:
             self._client = await asyncio.to_thread(make_client, self.settings)
         if not self._bucket_ready:
             try:
-                await asyncio.to_thread(self._prepare_bucket)
+                async with self._bucket_lock:
+                    await asyncio.to_thread(self._prepare_bucket)
             except Exception as exc:
                 log.warning("bucket %s not ready: %s", self.settings.bucket, exc)
                 return
