@@ -31,7 +31,6 @@ from shipyard_logs.forward import EventTime
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR_IMAGE = "shipyard/log-collector"
 S3_IMAGE = "shipyard/s3"
-WHEELS = ROOT / "images" / "s3" / "wheels"
 INPUT_HASH = "io.shipyard.input-hash"
 ACCESS_KEY = "shipyard-test"
 
@@ -203,38 +202,63 @@ def test_images_build_and_a_second_run_changes_nothing(builds):
         assert len(latest["Config"]["Labels"][INPUT_HASH]) == 64
         size = latest["Size"] / 1e6
         print(f"{name}: {size:.0f} MB, first run {first.seconds:.0f} s")
-    moto_wheels = sorted(p.name for p in WHEELS.glob("*.whl"))
-    assert moto_wheels == [
-        "moto-5.2.5-py3-none-any.whl",
-        "py_partiql_parser-0.6.3-py2.py3-none-any.whl",
-    ]
 
 
-def test_wheels_are_pinned_like_the_host_tests_and_never_committed(builds):
-    pins = (ROOT / "requirements.txt").read_text().splitlines()
-    assert "moto[server]==5.2.5" in pins
-    version = subprocess.run(
-        ["docker", "run", "--rm", "--entrypoint", "/opt/moto/bin/python", f"{S3_IMAGE}:latest",
-         "-c", "import moto; print(moto.__version__)"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    assert version == "5.2.5"
-    ignored = subprocess.run(
-        ["git", "-C", str(ROOT), "check-ignore", "--quiet", str(WHEELS / "moto.whl")],
-        check=False,
-    )
-    assert ignored.returncode == 0
+PROBE = """
+import json, shutil, subprocess, sys
+import moto
+package = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "python3-moto"],
+                         capture_output=True, text=True, check=True).stdout
+print(json.dumps({"version": moto.__version__, "module": moto.__file__, "package": package,
+                  "server": shutil.which("moto_server"), "venv": sys.prefix != sys.base_prefix}))
+"""
 
 
-def test_a_stale_wheel_is_removed_without_rebuilding(builds):
-    stale = WHEELS / "moto-5.0.0-py3-none-any.whl"
-    stale.write_bytes(b"not a wheel")
-    run = run_playbook("playbooks/images.yml", tags="s3")
-    assert run.rc == 0, run.raw
-    assert not stale.exists()
-    # Only the removal: the input hash, taken after it, is the built one.
-    assert run.changed == 1, run.raw
-    assert any("shipyard/s3:latest, 0.1.0 is up to date" in m for m in run.messages)
+def test_moto_is_debians_package_and_nothing_is_fetched_for_it(builds):
+    found = json.loads(docker("run", "--rm", "--entrypoint", "python3", f"{S3_IMAGE}:latest",
+                              "-c", PROBE))  # fmt: skip
+    print(f"moto in {S3_IMAGE}: {found}")
+    assert found["version"].startswith("5.1."), found
+    assert found["package"].startswith(found["version"] + "-"), found
+    assert found["module"] == "/usr/lib/python3/dist-packages/moto/__init__.py"
+    assert found["server"] == "/usr/bin/moto_server"
+    assert not found["venv"]
+    # The build reads only committed files: nothing is downloaded beside the Dockerfile.
+    assert sorted(p.name for p in (ROOT / "images" / "s3").iterdir()) == [
+        "Dockerfile", "README.md", "services.toml"
+    ]  # fmt: skip
+
+
+def test_plain_docker_build_without_ansible_serves_s3(builds, base_image: str):
+    tag = uuid.uuid4().hex[:8]
+    image, name = f"shipyard-test/s3-plain:{tag}", f"shipyard-test-s3-plain-{tag}"
+    docker("build", "--quiet", "--file", str(ROOT / "images" / "s3" / "Dockerfile"),
+           "--build-arg", f"BASE_IMAGE={base_image}", "--tag", image,
+           str(ROOT / "images"))  # fmt: skip
+    try:
+        docker("run", "--detach", "--name", name, "--publish", "127.0.0.1::5000", image)
+        wait_healthy(name)
+        client = boto3.session.Session(
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=secrets.token_hex(16),
+            region_name="us-east-1",
+        ).client("s3", endpoint_url=f"http://127.0.0.1:{published(name, '5000/tcp')}")
+        client.create_bucket(Bucket="plain")
+        client.put_object(Bucket="plain", Key="a/b.txt", Body=b"built by docker alone")
+        body = client.get_object(Bucket="plain", Key="a/b.txt")["Body"].read()
+        assert body == b"built by docker alone"
+        uid = exec_text(name, "id", "-u", "moto").strip()
+        assert uid != "0"
+        rows = [line.split(None, 2) for line in
+                docker("top", name, "-eo", "uid,pid,args").splitlines()[1:]]  # fmt: skip
+        users = {args: row_uid for row_uid, _, args in rows}
+        assert users["/usr/bin/python3 /usr/bin/moto_server -H 0.0.0.0 -p 5000"] == uid, rows
+        code, took = stop(name)
+        assert code == 0, logs(name)
+        assert took < 9, f"docker stop took {took:.1f} s"
+    finally:
+        docker("rm", "--force", name, check=False)
+        docker("image", "rm", image, check=False)
 
 
 def test_image_contract(builds):
