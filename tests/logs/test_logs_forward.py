@@ -89,6 +89,36 @@ def test_packed_stream_sent_as_str_is_accepted():
     assert frame.entries == ENTRIES
 
 
+def test_entries_packed_by_hand_are_the_bytes_msgpack_makes():
+    # EntryPacker writes the EventTime head itself; msgpack's own packer with
+    # the ext hook, and its decoder, are the reference.
+    records = [
+        {"message": "one", "n": 1, "none": None, "f": 1.5, "list": [1, "a"], "bin": b"\x00"},
+        {"path": '/é?q=\\"x', "size": 2**40, "neg": -3, "ok": True},
+        {},
+    ]
+    times = [EventTime(0), EventTime(2**32 - 1, 999_999_999), T1]
+    entries = list(zip(times, records, strict=True))
+    stream, size = forward.pack_entries(entries)
+    packer = msgpack.Packer(default=forward._default, use_bin_type=True)
+    assert stream == b"".join(packer.pack([t, r]) for t, r in entries)
+    assert size == 3
+    unpacker = msgpack.Unpacker(raw=False, ext_hook=forward._ext_hook)
+    unpacker.feed(stream)
+    assert [tuple(obj) for obj in unpacker] == entries
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_packed_stream_frames_decode_like_packed_forward(compress):
+    stream, size = forward.pack_entries(ENTRIES)
+    data = forward.encode_packed_stream("app.web", stream, size, chunk="c9", compress=compress)
+    assert data == forward.encode_packed_forward("app.web", ENTRIES, "c9", compress)
+    (frame,) = decode_stream(data)
+    assert (frame.tag, frame.entries, frame.chunk) == ("app.web", ENTRIES, "c9")
+    assert frame.option["size"] == 2
+    assert frame.option.get("compressed", "text") == ("gzip" if compress else "text")
+
+
 def bad_frames() -> list[tuple[str, bytes]]:
     stream, _ = forward.pack_entries(ENTRIES)
     pack = forward.packb

@@ -146,11 +146,46 @@ def encode_forward(
     return packb([*frame, option] if option else frame)
 
 
+# fixarray of 2, then fixext 8 of type 0 (EventTime): the head of every packed entry.
+_ENTRY_HEAD = b"\x92\xd7" + bytes([EVENT_TIME_EXT])
+# Level 1 compresses access logs to about the same size as level 9 at a small
+# fraction of the CPU; the agent spends its CPU on parsing instead.
+GZIP_LEVEL = 1
+
+
+class EntryPacker:
+    """Packs [EventTime, record] entries without msgpack's per-object `default` hook.
+
+    The hook is a Python call per entry; writing the fixed 10-byte EventTime
+    head by hand leaves msgpack only the record, which it packs in C.
+    """
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(default=_default, use_bin_type=True)
+        self._time = _EVENT_TIME.pack
+
+    def pack(self, time: EventTime, record: dict[str, Any]) -> bytes:
+        return _ENTRY_HEAD + self._time(time.seconds, time.nanoseconds) + self._packer.pack(record)
+
+
 def pack_entries(entries: Iterable[tuple[EventTime, dict[str, Any]]]) -> tuple[bytes, int]:
     """The MessagePackEventStream of PackedForward, and how many entries it holds."""
-    packer = msgpack.Packer(default=_default, use_bin_type=True)
-    parts = [packer.pack([t, r]) for t, r in entries]
+    packer = EntryPacker()
+    parts = [packer.pack(t, r) for t, r in entries]
     return b"".join(parts), len(parts)
+
+
+def encode_packed_stream(
+    tag: str, stream: bytes, size: int, chunk: str | None = None, compress: bool = False
+) -> bytes:
+    """A PackedForward frame around entries already packed back to back."""
+    extra: dict[str, Any] = {"size": size}
+    if compress:
+        # mtime=0 keeps the bytes identical for identical entries, so a resent
+        # chunk is byte-for-byte the one first sent.
+        stream = gzip.compress(stream, compresslevel=GZIP_LEVEL, mtime=0)
+        extra["compressed"] = "gzip"
+    return packb([tag, stream, _option(chunk, extra)])
 
 
 def encode_packed_forward(
@@ -160,13 +195,7 @@ def encode_packed_forward(
     compress: bool = False,
 ) -> bytes:
     stream, size = pack_entries(entries)
-    extra: dict[str, Any] = {"size": size}
-    if compress:
-        # mtime=0 keeps the bytes identical for identical entries, so a resent
-        # chunk is byte-for-byte the one first sent.
-        stream = gzip.compress(stream, mtime=0)
-        extra["compressed"] = "gzip"
-    return packb([tag, stream, _option(chunk, extra)])
+    return encode_packed_stream(tag, stream, size, chunk, compress)
 
 
 def encode_ack(chunk: Any) -> bytes:  # noqa: ANN401 - echoes the client's chunk id
