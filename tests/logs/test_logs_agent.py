@@ -1,13 +1,17 @@
 """The agent tailing real files into a real collector: exactly once through rotations and kills."""
 
+import itertools
 import json
+import queue
 import re
 import shutil
+import socket
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-from logs_harness import Collector, Program, apache_line, toml, wait_for
+from logs_harness import Collector, Program, apache_line, forward, toml, wait_for
 
 ID = re.compile(r"id=(\d+)|garbage-(\d+)")
 
@@ -214,3 +218,210 @@ def test_files_existing_at_start_are_tailed_from_the_end_unless_read_from_head(
     assert ids == {1: 1, 2: 1}
     times = {json.loads(b)["message"]: t for t, _, b in collector.lines()}
     assert times["garbage-1 after start"] == "2026-11-23T16:05:09+00:00"
+
+
+# ------------------------------------------------------------------ pipelining
+
+
+class FakeCollector:
+    """Keeps every frame it reads, as the collector writes before it acks, and acks late.
+
+    Each frame is acked `ack_delay` after it arrived, so several batches are in
+    flight at once. With `drop_after`, the first connection is cut once that
+    many frames arrived, their acks unsent. Before every ack it checks that the
+    agent's committed position is not past the first line still unacked.
+    """
+
+    def __init__(self, ack_delay: float, drop_after: int | None = None) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.ack_delay = ack_delay
+        self.drop_after = drop_after
+        self.lock = threading.Lock()
+        self.frames: list[tuple[int, str, list[int]]] = []  # connection, chunk, ids
+        self.acked: set[str] = set()
+        self.max_unacked = 0
+        self.violations: list[str] = []
+        self.pos_file: Path | None = None
+        self.line_starts: list[int] = []
+        self.connections = 0
+        self.cut: list[str] = []  # unacked when the first connection was dropped
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            number, self.connections = self.connections, self.connections + 1
+            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        unpacker = forward.new_unpacker()
+        due: queue.Queue[tuple[float, str] | None] = queue.Queue()
+        dropped = threading.Event()
+        threading.Thread(target=self._ack, args=(conn, due, dropped), daemon=True).start()
+        received = 0
+        with conn:
+            while data := _recv(conn):
+                unpacker.feed(data)
+                for frame in forward.iter_frames(unpacker):
+                    ids = [int(ID.search(r["path"]).group(1)) for _, r in frame.entries]
+                    with self.lock:
+                        self.frames.append((number, frame.chunk, ids))
+                        unacked = sum(c not in self.acked for n, c, _ in self.frames if n == number)
+                        self.max_unacked = max(self.max_unacked, unacked)
+                    due.put((time.monotonic() + self.ack_delay, frame.chunk))
+                    received += 1
+                    if number == 0 and received == self.drop_after:
+                        with self.lock:
+                            dropped.set()
+                            self.cut = [c for n, c, _ in self.frames if c not in self.acked]
+                        return
+        due.put(None)
+
+    def _ack(
+        self,
+        conn: socket.socket,
+        due: queue.Queue[tuple[float, str] | None],
+        dropped: threading.Event,
+    ) -> None:
+        while (item := due.get()) is not None:
+            at, chunk = item
+            time.sleep(max(0.0, at - time.monotonic()))
+            self._check_position()
+            with self.lock:
+                if dropped.is_set():
+                    return
+                self.acked.add(chunk)
+            try:
+                conn.sendall(forward.encode_ack(chunk))
+            except OSError:
+                return
+
+    def _check_position(self) -> None:
+        if self.pos_file is None or not self.pos_file.exists():
+            return
+        committed = int(self.pos_file.read_text().split("\t")[1], 16)
+        with self.lock:
+            acked_ids = {i for _, c, ids in self.frames if c in self.acked for i in ids}
+        first_unacked = next(i for i in range(len(self.line_starts)) if i not in acked_ids)
+        if committed > self.line_starts[first_unacked]:
+            self.violations.append(f"position {committed} past unacked line {first_unacked}")
+
+    def unacked(self) -> list[str]:
+        with self.lock:
+            return [c for _, c, _ in self.frames if c not in self.acked]
+
+    def delivered(self) -> Counter[int]:
+        """Lines once per distinct chunk id: the collector's dedup."""
+        with self.lock:
+            by_chunk = {chunk: ids for _, chunk, ids in self.frames}
+        return Counter(i for ids in by_chunk.values() for i in ids)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _recv(conn: socket.socket) -> bytes:
+    try:
+        return conn.recv(65536)
+    except OSError:
+        return b""
+
+
+def backlog(agent: Agent, fake: FakeCollector, count: int) -> None:
+    """count lines already in the file; the fake learns where each one starts."""
+    lines = [apache_line(i) + "\n" for i in range(count)]
+    (agent.logdir / "access.log").write_text("".join(lines))
+    fake.line_starts = list(itertools.accumulate((len(x) for x in lines), initial=0))
+    fake.pos_file = agent.pos_dir / "apache.access.pos"
+
+
+def wait_delivered(fake: FakeCollector, count: int, timeout: float = 40) -> Counter[int]:
+    return wait_for(
+        lambda: (ids := fake.delivered()) and len(ids) >= count and ids,
+        timeout,
+        f"{count} distinct lines at the fake collector",
+        interval=0.1,
+    )
+
+
+def test_pipelined_batches_survive_a_dropped_connection_with_their_chunk_ids(tmp_path):
+    fake = FakeCollector(ack_delay=0.15, drop_after=6)
+    agent = Agent(tmp_path, fake, batch_lines=100, max_inflight=4)  # type: ignore[arg-type]
+    total = 3000
+    backlog(agent, fake, total)
+    agent.start()
+    try:
+        ids = wait_delivered(fake, total)
+        time.sleep(0.5)  # a late resend would show up now
+        ids = fake.delivered()
+    finally:
+        agent.stop()
+        fake.close()
+    assert set(ids) == set(range(total))
+    assert set(ids.values()) == {1}, "lines resent under new chunk ids"
+    assert 2 <= fake.max_unacked <= 4, "batches were not pipelined, or past the window"
+    assert not fake.violations
+    # What the first connection never acked came first on the second, in order
+    # and under the same chunk ids.
+    second = [c for n, c, _ in fake.frames if n == 1]
+    assert fake.cut, "the drop came after every ack"
+    assert second[: len(fake.cut)] == fake.cut
+    assert (
+        int((agent.pos_dir / "apache.access.pos").read_text().split("\t")[1], 16)
+        == (fake.line_starts[-1])
+    )
+    assert not (agent.pos_dir / "inflight.msgpack").exists()
+
+
+def test_agent_killed_with_batches_in_flight_resends_them_after_restart(tmp_path):
+    fake = FakeCollector(ack_delay=0.3)
+    agent = Agent(tmp_path, fake, batch_lines=100, max_inflight=4)  # type: ignore[arg-type]
+    total = 4000
+    backlog(agent, fake, total)
+    agent.start()
+    try:
+        wait_for(lambda: len(fake.frames) >= 8 and len(fake.unacked()) >= 2, 20, "frames in flight")
+        agent.kill()
+        in_flight = fake.unacked()
+        agent.start()
+        ids = wait_delivered(fake, total)
+        time.sleep(0.5)
+        ids = fake.delivered()
+    finally:
+        agent.stop()
+        fake.close()
+    assert len(in_flight) >= 2
+    assert set(ids) == set(range(total))
+    assert set(ids.values()) == {1}, "lines resent under new chunk ids"
+    resent = [c for n, c, _ in fake.frames if n == 1]
+    assert set(in_flight) <= set(resent[: len(in_flight) + 4])  # first, with the same ids
+    assert not fake.violations
+    assert "unacked lines from the previous run" in agent.output()
+
+
+def test_killed_repeatedly_during_a_backlog_the_collector_has_every_line_once(
+    tmp_path, collector_factory
+):
+    collector = collector_factory(time_slice_wait=3600).start()
+    agent = Agent(tmp_path, collector, batch_lines=200, max_inflight=4)
+    total = 20_000
+    with (agent.logdir / "access.log").open("w") as handle:
+        handle.writelines(apache_line(n) + "\n" for n in range(total))
+    try:
+        for shipped in (2000, 7000, 12_000):
+            agent.start()
+            wait_for(lambda n=shipped: line_count(collector) >= n, 40, f"{shipped} lines")
+            agent.kill()
+        agent.start()
+        ids = wait_all(collector, total, timeout=60)
+        time.sleep(0.5)
+        ids = shipped_ids(collector)
+    finally:
+        agent.stop()
+    assert set(ids) == set(range(total))
+    duplicated = {i: n for i, n in ids.items() if n != 1}
+    assert not duplicated, f"{len(duplicated)} lines arrived more than once"

@@ -8,9 +8,12 @@ it. Lines are parsed, tagged, batched and sent as PackedForward frames, each
 with a unique `chunk` id. Positions move only after the collector acked every
 frame of a batch, so the backlog stays in the log files themselves.
 
-The batch in flight is written to `<pos_dir>/inflight.msgpack` before it is
-sent: after a crash it is resent with the same chunk ids, which the collector
-recognises, so a restart duplicates nothing.
+Shipping runs in its own thread, so reading and parsing go on while batches
+are in flight: up to `max_inflight` batches are sent before the oldest is
+acked, and acks commit positions strictly in batch order. Every batch not yet
+committed is in `<pos_dir>/inflight.msgpack`, written before the batch is
+sent: after a crash or a lost connection they are resent in order with the
+same chunk ids, which the collector recognises, so nothing is duplicated.
 
 Rotation: when a path names a new inode (rename and create), the old file is
 read to its end and dropped `rotate_wait` seconds later while the new one is
@@ -23,13 +26,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import glob
+import itertools
 import logging
 import os
+import queue
+import select
 import signal
 import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout": 5.0,
     "ack_timeout": 30.0,
     "retry_max_interval": 30.0,
+    "max_inflight": 4,
     "compress": "gzip",
     "max_line_bytes": 1024 * 1024,
     "log_level": "INFO",
@@ -102,6 +110,7 @@ class AgentConfig:
     connect_timeout: float
     ack_timeout: float
     retry_max_interval: float
+    max_inflight: int
     compress: bool
     max_line_bytes: int
     log_level: str
@@ -135,7 +144,7 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentCon
         raise ConfigError("agent.compress must be gzip or text")
     if not isinstance(sources, list) or not sources:
         raise ConfigError("agent: at least one [[sources]] entry is required")
-    for key in ("batch_lines", "batch_bytes", "max_line_bytes"):
+    for key in ("batch_lines", "batch_bytes", "max_line_bytes", "max_inflight"):
         if top[key] <= 0:
             raise ConfigError(f"agent.{key} must be positive")
     pos_dir = Path(top["pos_dir"])
@@ -156,6 +165,7 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentCon
         connect_timeout=float(top["connect_timeout"]),
         ack_timeout=float(top["ack_timeout"]),
         retry_max_interval=float(top["retry_max_interval"]),
+        max_inflight=int(top["max_inflight"]),
         compress=top["compress"] == "gzip",
         max_line_bytes=int(top["max_line_bytes"]),
         log_level=str(top["log_level"]).upper(),
@@ -249,15 +259,17 @@ def find_inode(directory: str, inode: int) -> str | None:
 
 @dataclass
 class Batch:
-    entries: dict[str, list[tuple[forward.EventTime, dict[str, Any]]]] = field(default_factory=dict)
+    """Entries packed as they are parsed: bytes weigh a fraction of the dicts they came from."""
+
+    entries: dict[str, list[bytes]] = field(default_factory=dict)
     lines: int = 0
     size: int = 0
     started: float = 0.0
 
-    def add(self, tag: str, stamp: forward.EventTime, record: dict[str, Any], size: int) -> None:
+    def add(self, tag: str, entry: bytes, size: int) -> None:
         if not self.lines:
             self.started = time.monotonic()
-        self.entries.setdefault(tag, []).append((stamp, record))
+        self.entries.setdefault(tag, []).append(entry)
         self.lines += 1
         self.size += size
 
@@ -271,6 +283,7 @@ class Tail:
         self.watchers: list[Watcher] = []
         self._started = False
         self._known_paths: set[str] = set()
+        self._packer = forward.EntryPacker()
 
     def restore(self) -> None:
         """Reopen what the position file names, following files renamed meanwhile."""
@@ -404,7 +417,7 @@ class Tail:
             tag, parsed = f"{tag}.unparsed", (now(), {"message": line})
         stamp, record = parsed
         record.setdefault(self.config.host_key, self.config.host)
-        batch.add(tag, stamp, record, len(raw) + 1)
+        batch.add(tag, self._packer.pack(stamp, record), len(raw) + 1)
 
 
 # ------------------------------------------------------------------ shipping
@@ -414,65 +427,222 @@ def new_chunk_id() -> str:
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
-class Shipper:
-    """One connection to the collector; a batch is resent until every frame is acked."""
+# How long a stopping agent still waits for the acks of batches already sent:
+# the images give it 1 s to stop, and whatever is not acked is resent later.
+STOP_GRACE = 0.5
 
-    def __init__(self, config: AgentConfig, stop: threading.Event) -> None:
+
+@dataclass
+class Sent:
+    """One batch on its way: its frames, and the positions just past its lines."""
+
+    frames: list[tuple[str, bytes]]
+    positions: dict[str, list[Position]]
+    lines: int
+    waiting: set[str] = field(default_factory=set)
+
+    def record(self) -> dict[str, Any]:
+        return {"frames": self.frames, "positions": self.positions, "lines": self.lines}
+
+
+def read_inflight(path: Path) -> list[Sent]:
+    """The batches a previous run had not committed, oldest first."""
+    try:
+        record = msgpack.unpackb(path.read_bytes(), raw=False)
+        # Before pipelining the file held one batch, not a list of them.
+        batches = record.get("batches", [record])
+        return [
+            Sent([(str(c), bytes(d)) for c, d in b["frames"]], b["positions"], int(b["lines"]))
+            for b in batches
+        ]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+        # write_atomically renames a complete file into place; a bad one was
+        # never sent, and its lines are still past the committed positions.
+        log.warning("ignoring unreadable %s", path)
+        path.unlink(missing_ok=True)
+        return []
+
+
+class Shipper:
+    """A thread that keeps up to max_inflight batches in flight and commits them in order.
+
+    Invariants: a batch is in the inflight file before its first byte is
+    sent; positions are written only for a batch whose frames, and those of
+    every batch before it, are acked; after a failure every batch not yet
+    committed is resent, oldest first, with its original chunk ids.
+    """
+
+    def __init__(self, config: AgentConfig, stop: threading.Event, inflight: Path) -> None:
         self.config = config
         self.stop = stop
+        self.inflight = inflight
+        # One batch waits here while the next is parsed: together with the
+        # window, that bounds what the agent holds in memory.
+        self.queue: queue.Queue[Sent] = queue.Queue(maxsize=1)
+        self.pending: deque[Sent] = deque()
         self.sock: socket.socket | None = None
+        self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1024 * 1024)
         self.failures = 0
+        self.retry_at = 0.0
+        self.deadline = 0.0
+        self.shipped = 0
+        self.crashed = False
+        # Set once the batches replayed at start are committed: only then do
+        # the position files say where the tails go on.
+        self.settled = threading.Event()
+        self._written: dict[str, bytes] = {}
+        self._thread = threading.Thread(target=self._run, name="shipper", daemon=True)
 
-    def close(self) -> None:
+    # -- called from the main thread
+
+    def start(self, replay: list[Sent]) -> None:
+        self.pending.extend(replay)  # already in the inflight file; sent on connect
+        if not replay:
+            self.settled.set()
+        self._thread.start()
+
+    def submit(self, sent: Sent) -> bool:
+        """Hand a batch over, waiting while the window is full; False once stopping."""
+        while not self.stop.is_set():
+            try:
+                self.queue.put(sent, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def join(self) -> None:
+        self._thread.join()
+
+    # -- the shipper thread
+
+    def _run(self) -> None:
+        try:
+            stopping_at: float | None = None
+            while True:
+                if self.stop.is_set():
+                    stopping_at = stopping_at or time.monotonic() + STOP_GRACE
+                    if not self.pending or self.sock is None or time.monotonic() > stopping_at:
+                        break
+                self._step(stopping=stopping_at is not None)
+        except Exception:
+            log.exception("the shipper failed; stopping")
+            self.crashed = True
+            self.stop.set()
+        finally:
+            self._close()
+
+    def _step(self, stopping: bool) -> None:
+        try:
+            if self.sock is None:
+                self._connect()
+            elif not stopping and len(self.pending) < self.config.max_inflight:
+                # Short waits on either side: new batches and acks both keep coming.
+                self._take(wait=0.02 if self.pending else 0.2)
+                self._receive(timeout=0.0)
+            else:
+                self._receive(timeout=0.1)
+        except (OSError, forward.ForwardError, ValueError) as exc:
+            self._fail(exc)
+
+    def _connect(self) -> None:
+        delay = self.retry_at - time.monotonic()
+        if delay > 0:
+            self.stop.wait(min(delay, 0.2))
+            return
+        if not self.pending and self.queue.empty():
+            self.stop.wait(0.2)  # connect when there is something to send
+            return
+        sock = socket.create_connection(self.config.collector, timeout=self.config.connect_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1024 * 1024)
+        if self.pending:
+            log.info("resending %d unacked lines", sum(s.lines for s in self.pending))
+        for sent in self.pending:
+            self._transmit(sent)
+
+    def _take(self, wait: float) -> None:
+        try:
+            sent = self.queue.get(timeout=wait)
+        except queue.Empty:
+            return
+        self._persist([*self.pending, sent])
+        self.pending.append(sent)
+        self._transmit(sent)
+
+    def _persist(self, batches: list[Sent]) -> None:
+        record = {"batches": [sent.record() for sent in batches]}
+        try:
+            write_atomically(self.inflight, msgpack.packb(record, use_bin_type=True))
+        except OSError as exc:
+            # Not a collector problem to retry: a batch that cannot be kept
+            # must not be sent.
+            raise RuntimeError(f"cannot write {self.inflight}: {exc}") from exc
+
+    def _transmit(self, sent: Sent) -> None:
+        assert self.sock is not None
+        sent.waiting = {chunk for chunk, _ in sent.frames}
+        self.sock.settimeout(self.config.ack_timeout)
+        self.sock.sendall(b"".join(data for _, data in sent.frames))
+        self.deadline = time.monotonic() + self.config.ack_timeout
+
+    def _receive(self, timeout: float) -> None:
+        """Read the acks that came in within timeout; commit what they complete."""
+        if self.sock is None or not self.pending:
+            self.stop.wait(timeout)
+            return
+        if select.select([self.sock], [], [], timeout)[0]:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("collector closed the connection")
+            self.unpacker.feed(data)
+            self._acked([forward.decode_ack(reply) for reply in self.unpacker])
+        if self.pending and time.monotonic() > self.deadline:
+            raise TimeoutError(f"no ack within {self.config.ack_timeout:.0f}s")
+
+    def _acked(self, chunks: list[Any]) -> None:
+        for chunk in chunks:
+            for sent in self.pending:
+                sent.waiting.discard(chunk)
+        done = list(itertools.takewhile(lambda sent: not sent.waiting, self.pending))
+        if not done:
+            return
+        self.failures = 0
+        self.deadline = time.monotonic() + self.config.ack_timeout
+        # Only the newest positions matter: they include every older batch.
+        self._commit(done[-1].positions)
+        for sent in done:
+            self.pending.popleft()
+            self.shipped += sent.lines
+        if not self.pending:
+            # The file now names only committed batches; a crash before the
+            # next _persist would resend them, which the collector drops.
+            self.inflight.unlink(missing_ok=True)
+            self.settled.set()
+
+    def _commit(self, positions: dict[str, list[Position]]) -> None:
+        for pos_file, entries in positions.items():
+            data = render_positions([tuple(e) for e in entries])
+            if self._written.get(pos_file) != data:  # an idle source costs no fsync
+                write_atomically(Path(pos_file), data)
+                self._written[pos_file] = data
+
+    def _fail(self, exc: Exception) -> None:
+        self._close()
+        self.failures += 1
+        delay = min(0.2 * 2 ** (self.failures - 1), self.config.retry_max_interval)
+        self.retry_at = time.monotonic() + delay
+        log.warning("collector %s:%d: %s; retrying in %.1fs", *self.config.collector,
+                    exc or type(exc).__name__, delay)  # fmt: skip
+
+    def _close(self) -> None:
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.close()
             self.sock = None
-
-    def deliver(self, frames: list[tuple[str, bytes]]) -> bool:
-        """True once all frames are acked; False only when asked to stop first."""
-        while not self.stop.is_set():
-            try:
-                self._send(frames)
-            except (OSError, forward.ForwardError, ValueError) as exc:
-                self.close()
-                self.failures += 1
-                delay = min(0.2 * 2 ** (self.failures - 1), self.config.retry_max_interval)
-                log.warning("collector %s:%d: %s; retrying in %.1fs", *self.config.collector,
-                            exc or type(exc).__name__, delay)  # fmt: skip
-                self.stop.wait(delay)
-                continue
-            self.failures = 0
-            return True
-        return False
-
-    def _send(self, frames: list[tuple[str, bytes]]) -> None:
-        if self.sock is None:
-            self.sock = socket.create_connection(
-                self.config.collector, timeout=self.config.connect_timeout
-            )
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock = self.sock
-        sock.settimeout(self.config.ack_timeout)
-        sock.sendall(b"".join(data for _, data in frames))
-        waiting = {chunk for chunk, _ in frames}
-        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1024 * 1024)
-        deadline = time.monotonic() + self.config.ack_timeout
-        sock.settimeout(0.5)  # short slices, so a stop request is noticed
-        while waiting:
-            if self.stop.is_set():
-                raise ConnectionAbortedError("stopping")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no ack within {self.config.ack_timeout:.0f}s")
-            try:
-                data = sock.recv(65536)
-            except TimeoutError:
-                continue
-            if not data:
-                raise ConnectionResetError("collector closed the connection")
-            unpacker.feed(data)
-            for reply in unpacker:
-                waiting.discard(forward.decode_ack(reply))
 
 
 # ------------------------------------------------------------------ the agent
@@ -483,16 +653,32 @@ class Agent:
         self.config = config
         self.stop = threading.Event()
         self.tails = [Tail(source, config) for source in config.sources]
-        self.shipper = Shipper(config, self.stop)
         self.inflight = config.pos_dir / INFLIGHT
-        self.shipped = 0
+        self.shipper = Shipper(config, self.stop, self.inflight)
 
     def run(self) -> int:
         self.config.pos_dir.mkdir(parents=True, exist_ok=True)
         for source in self.config.sources:
             source.pos_file.parent.mkdir(parents=True, exist_ok=True)
-        if not self._replay_inflight():
-            return 0
+        replay = read_inflight(self.inflight)
+        if replay:
+            log.info("resending %d unacked lines from the previous run",
+                     sum(s.lines for s in replay))  # fmt: skip
+        self.shipper.start(replay)
+        # The tails start from the committed positions, so the replay has to
+        # be committed first, or its lines would be read again under new ids.
+        while not self.shipper.settled.is_set() and not self.stop.is_set():
+            self.stop.wait(0.05)
+        if not self.stop.is_set():
+            self._tail()
+        self.shipper.join()
+        for tail in self.tails:
+            for watcher in tail.watchers:
+                watcher.close()
+        log.info("stopped; %d lines shipped", self.shipper.shipped)
+        return 1 if self.shipper.crashed else 0
+
+    def _tail(self) -> None:
         for tail in self.tails:
             tail.restore()
             tail.refresh(scan=True)
@@ -508,61 +694,23 @@ class Agent:
             full = batch.lines >= self.config.batch_lines or batch.size >= self.config.batch_bytes
             due = batch.lines and time.monotonic() - batch.started >= self.config.flush_interval
             if full or due:
-                if not self._ship(batch):
+                if not self.shipper.submit(self._sent(batch)):
                     break
                 batch = Batch()
             elif not added:
                 self.stop.wait(self.config.poll_interval)
-        self.shipper.close()
-        for tail in self.tails:
-            for watcher in tail.watchers:
-                watcher.close()
-        log.info("stopped; %d lines shipped", self.shipped)
-        return 0
 
-    def _frames(self, batch: Batch) -> list[tuple[str, bytes]]:
+    def _sent(self, batch: Batch) -> Sent:
         frames = []
         for tag, entries in batch.entries.items():
             chunk = new_chunk_id()
-            data = forward.encode_packed_forward(tag, entries, chunk, self.config.compress)
+            stream = b"".join(entries)
+            data = forward.encode_packed_stream(
+                tag, stream, len(entries), chunk, self.config.compress
+            )
             frames.append((chunk, data))
-        return frames
-
-    def _ship(self, batch: Batch) -> bool:
-        frames = self._frames(batch)
         positions = {str(t.source.pos_file): t.positions() for t in self.tails}
-        record = {"frames": frames, "positions": positions, "lines": batch.lines}
-        write_atomically(self.inflight, msgpack.packb(record, use_bin_type=True))
-        if not self.shipper.deliver(frames):
-            return False
-        self._commit(positions)
-        self.shipped += batch.lines
-        return True
-
-    def _commit(self, positions: dict[str, list[Position]]) -> None:
-        for pos_file, entries in positions.items():
-            write_atomically(Path(pos_file), render_positions([tuple(e) for e in entries]))
-        self.inflight.unlink(missing_ok=True)
-
-    def _replay_inflight(self) -> bool:
-        """Resend the batch a previous run sent but never saw acked, with its chunk ids."""
-        try:
-            record = msgpack.unpackb(self.inflight.read_bytes(), raw=False)
-        except FileNotFoundError:
-            return True
-        except (ValueError, msgpack.UnpackException):
-            # write_atomically renames a complete file into place; a bad one
-            # was never sent, and its lines are still past the old positions.
-            log.warning("ignoring unreadable %s", self.inflight)
-            self.inflight.unlink(missing_ok=True)
-            return True
-        frames = [(str(chunk), bytes(data)) for chunk, data in record["frames"]]
-        log.info("resending %d unacked lines from the previous run", record.get("lines", 0))
-        if not self.shipper.deliver(frames):
-            return False
-        self._commit(record["positions"])
-        self.shipped += int(record.get("lines", 0))
-        return True
+        return Sent(frames, positions, batch.lines)
 
 
 def iter_signals() -> Iterator[signal.Signals]:
