@@ -1,0 +1,472 @@
+"""Verify the log path end to end: agents -> collector -> slices -> S3.
+
+The LAMP container's access log carries 10,000 requests, each with a unique
+id, while the collector is SIGKILLed and restarted, the LAMP container is
+restarted, and the access log is rotated both ways (rename-and-create, by the
+image's own size-based rotation and by hand, and copytruncate). Every
+request must then appear exactly once in the collector's slice files and in
+the objects uploaded to S3. The rest checks the other sources, interop with
+Docker's fluentd log driver and the fluent-logger package, the daily report,
+and bad input.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from io import BytesIO
+from pathlib import Path
+
+import boto3
+import pytest
+from fluent import sender
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from container_checks import address, docker, wait_healthy
+
+S3 = "shipyard-molecule-logging-s3"
+COLLECTOR = "shipyard-molecule-logging-collector"
+LAMP = "shipyard-molecule-logging-lamp"
+PG = "shipyard-molecule-logging-pg"
+ROOT = "/var/log/shipyard"
+BUCKET, PREFIX = "shipyard-logs", "molecule/"
+S3_KEYS = {"aws_access_key_id": "molecule-access", "aws_secret_access_key": "molecule-s3-Secret-1"}
+SCENARIO = Path(__file__).resolve().parent.parent
+PROJECT = SCENARIO.parent.parent
+RUN = uuid.uuid4().hex[:8]
+PHASE_REQUESTS = 2000
+ACCESS_LOG = "/var/log/apache2/access.log"
+
+
+Record = tuple[str, str, dict]  # time, tag, record
+
+
+# ------------------------------------------------------------------ reading the output
+
+
+def parse_lines(data: bytes) -> list[Record]:
+    records = []
+    for line in data.decode().splitlines():
+        stamp, tag, body = line.split("\t", 2)
+        records.append((stamp, tag, json.loads(body)))
+    return records
+
+
+def local_records(subdir: str = "") -> list[Record]:
+    """Every record in the collector's slice files (open .log and kept .log.gz)."""
+    base = f"{ROOT}/{subdir}".rstrip("/") + "/logs"
+    proc = subprocess.run(
+        ["docker", "cp", f"{COLLECTOR}:{base}", "-"], capture_output=True, timeout=120, check=False
+    )
+    if proc.returncode != 0:
+        return []
+    records = []
+    with tarfile.open(fileobj=BytesIO(proc.stdout)) as tar:
+        for member in tar.getmembers():
+            handle = tar.extractfile(member) if member.isfile() else None
+            if handle is None:
+                continue
+            data = handle.read()
+            if member.name.endswith(".log.gz"):
+                records += parse_lines(gzip.decompress(data))
+            elif member.name.endswith(".log"):
+                records += parse_lines(data)
+    return records
+
+
+def s3_client():  # noqa: ANN201 - boto3 clients are untyped
+    return boto3.client(
+        "s3", endpoint_url=f"http://{address(S3)}:5000", region_name="us-east-1", **S3_KEYS
+    )
+
+
+def s3_objects() -> dict[str, bytes]:
+    client = s3_client()
+    found = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX):
+        for item in page.get("Contents", []):
+            found[item["Key"]] = client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+    return found
+
+
+def s3_records() -> list[Record]:
+    return [r for body in s3_objects().values() for r in parse_lines(gzip.decompress(body))]
+
+
+def request_ids(records: Iterable[Record]) -> collections.Counter[str]:
+    marker = f"/logtest/{RUN}/"
+    return collections.Counter(
+        rec["path"].split(marker, 1)[1]
+        for _, tag, rec in records
+        if tag == "apache.access" and marker in (rec.get("path") or "")
+    )
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(2)
+
+
+# ------------------------------------------------------------------ sending requests
+
+
+class Requests:
+    """Unique GET requests to the LAMP container, from a few keep-alive clients.
+
+    A request that fails on the client side is retried under a new id: Apache
+    may still have logged the failed attempt, which must not look like a
+    duplicate made by the log path.
+    """
+
+    def __init__(self) -> None:
+        self.acknowledged: list[str] = []
+        self.attempted: list[str] = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(address(LAMP), 80, timeout=30)
+            self._local.conn = conn
+        return conn
+
+    def _one(self, number: int) -> None:
+        for attempt in range(20):
+            rid = f"{number:05d}-{attempt}"
+            with self._lock:
+                self.attempted.append(rid)
+            try:
+                conn = self._connection()
+                conn.request("GET", f"/logtest/{RUN}/{rid}")
+                conn.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                self._local.conn = None
+                time.sleep(0.2)
+                continue
+            with self._lock:
+                self.acknowledged.append(rid)
+            return
+        pytest.fail(f"request {number} failed 20 times")
+
+    def send(self, numbers: range, during: Callable[[], None] | None = None) -> None:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            futures = [pool.submit(self._one, n) for n in numbers]
+            if during is not None:
+                # Part of the phase is already on its way when the disruption happens.
+                while sum(f.done() for f in futures) < len(futures) // 4:
+                    time.sleep(0.05)
+                during()
+            for future in futures:
+                future.result()
+        self._local = threading.local()
+
+
+def agent_caught_up() -> bool:
+    """The agent's committed position for the current access log is its end.
+
+    The position file keeps a line per file it follows (rotated ones too,
+    under the same path), so the current file is found by its inode.
+    """
+    proc = docker(
+        "exec", LAMP, "sh", "-c",
+        f"stat -c '%s %i' {ACCESS_LOG}; cat /var/lib/shipyard/log-agent/apache.access.pos",
+        check=False,
+    )  # fmt: skip
+    lines = proc.stdout.split("\n")
+    if proc.returncode != 0 or len(lines[0].split()) != 2:
+        return False
+    size, inode = (int(field) for field in lines[0].split())
+    for line in lines[1:]:
+        fields = line.split("\t")
+        if len(fields) == 3 and fields[0] == ACCESS_LOG and int(fields[2], 16) == inode:
+            return int(fields[1], 16) == size
+    return False
+
+
+def kill_and_restart_collector() -> None:
+    docker("kill", "--signal", "KILL", COLLECTOR)
+    time.sleep(2)  # requests keep arriving; the agent must hold them
+    docker("start", COLLECTOR)
+    wait_healthy(COLLECTOR)
+
+
+def rotate_by_rename() -> None:
+    docker(
+        "exec", LAMP, "sh", "-c",
+        f"mv {ACCESS_LOG} {ACCESS_LOG}.manual && kill -USR1 $(cat /run/apache2/apache2.pid)",
+    )  # fmt: skip
+
+
+def rotate_by_copytruncate() -> None:
+    # copytruncate loses lines written between the copy and the truncate that
+    # the agent had not read (fluentd's in_tail has the same window), so the
+    # writer is idle and the agent has read everything when it happens.
+    wait_until(agent_caught_up, "the agent to reach the end of the access log", 120)
+    docker("exec", LAMP, "sh", "-c", f"cp {ACCESS_LOG} {ACCESS_LOG}.copy && : > {ACCESS_LOG}")
+
+
+@pytest.fixture(scope="module")
+def stream() -> Requests:
+    """10,000 requests in five phases, each with its own disruption."""
+    requests = Requests()
+    phases = iter(range(0, 5 * PHASE_REQUESTS, PHASE_REQUESTS))
+
+    def numbers() -> range:
+        start = next(phases)
+        return range(start, start + PHASE_REQUESTS)
+
+    requests.send(numbers(), during=kill_and_restart_collector)
+    docker("restart", "--time", "10", LAMP)
+    wait_healthy(LAMP)
+    requests.send(numbers())
+    requests.send(numbers(), during=rotate_by_rename)
+    rotate_by_copytruncate()
+    requests.send(numbers())
+    requests.send(numbers())  # the image's own rotation runs all along (256K files)
+    return requests
+
+
+# ------------------------------------------------------------------ exactly once
+
+
+def check_exactly_once(counts: collections.Counter[str], requests: Requests, where: str) -> None:
+    acknowledged = set(requests.acknowledged)
+    assert len(acknowledged) == 5 * PHASE_REQUESTS
+    missing = acknowledged - counts.keys()
+    assert not missing, f"{len(missing)} requests missing from {where}, e.g. {sorted(missing)[:5]}"
+    twice = {rid: n for rid, n in counts.items() if n > 1}
+    assert not twice, f"{len(twice)} requests more than once in {where}: {list(twice.items())[:5]}"
+    assert counts.keys() <= set(requests.attempted), f"unknown ids in {where}"
+
+
+def test_every_request_is_in_the_slice_files_exactly_once(stream: Requests) -> None:
+    wait_until(
+        lambda: set(stream.acknowledged) <= request_ids(local_records()).keys(),
+        "every request in the collector's slice files",
+        300,
+    )
+    check_exactly_once(request_ids(local_records()), stream, "the slice files")
+
+
+def test_every_request_is_in_s3_exactly_once(stream: Requests) -> None:
+    # Minute slices close 5 s after their minute; then they are uploaded.
+    wait_until(
+        lambda: set(stream.acknowledged) <= request_ids(s3_records()).keys(),
+        "every request in the uploaded objects",
+        240,
+    )
+    check_exactly_once(request_ids(s3_records()), stream, "S3")
+    keys = list(s3_objects())
+    assert all(k.startswith(f"{PREFIX}logs/") and k.endswith(".log.gz") for k in keys), keys
+
+
+def test_records_carry_fluentd_apache2_fields(stream: Requests) -> None:
+    records = [r for r in local_records() if r[1] == "apache.access" and RUN in r[2]["path"]]
+    assert records
+    for stamp, _, rec in records[:200]:
+        datetime.fromisoformat(stamp)  # ISO 8601 with its zone
+        assert stamp.endswith(("Z", "+00:00"))
+        assert set(rec) >= {"host", "user", "method", "path", "code", "size", "referer", "agent"}
+        assert rec["method"] == "GET"
+        assert rec["code"] == 404
+        assert isinstance(rec["size"], int)
+        assert rec["source_host"] == "lamp"
+
+
+SLICE_NAME = r"[a-z0-9._-]+-\d{2}(\d{2})?(\.[0-9a-f]+)?\.log(\.gz)?"
+
+
+def test_slices_are_per_host_and_time(stream: Requests) -> None:
+    proc = docker("exec", COLLECTOR, "find", f"{ROOT}/logs", "-type", "f")
+    names = [Path(p) for p in proc.stdout.split()]
+    for path in names:
+        assert re.fullmatch(r"\d{8}", path.parent.name), path  # %Y%m%d
+        # <host>-%H%M here; lines the agents sent before converge applied the
+        # matches went to the image's default hourly slices (<host>-%H).
+        assert re.fullmatch(SLICE_NAME, path.name), path
+    assert any(re.fullmatch(r"lamp-\d{4}\.log(\.gz)?", p.name) for p in names), names
+
+
+def test_the_image_rotated_the_access_log_under_load(stream: Requests) -> None:
+    proc = docker("exec", LAMP, "sh", "-c", f"ls {ACCESS_LOG}.*")
+    # access.log.<UTC time> from the size-based rotation; not the test's own.
+    rotated = [n for n in proc.stdout.split() if not n.endswith((".manual", ".copy"))]
+    assert rotated, proc.stdout
+
+
+# ------------------------------------------------------------------ other sources
+
+
+def wait_for_record(predicate: Callable[[Record], bool], what: str, subdir: str = "other") -> None:
+    wait_until(lambda: any(predicate(r) for r in local_records(subdir)), what, 120)
+
+
+def test_postgresql_lines_arrive_tagged() -> None:
+    marker = f"shipyard_missing_{RUN}"
+    proc = docker(
+        "exec", "-u", "postgres", PG, "psql", "-X", "-h", "/run/postgresql", "-d", "postgres",
+        "-c", f"SELECT {marker}()", check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    wait_for_record(
+        lambda r: (
+            r[1] == "postgresql" and marker in json.dumps(r[2]) and r[2]["source_host"] == "pg"
+        ),
+        "the PostgreSQL error record",
+    )
+
+
+def test_mariadb_lines_arrive_tagged() -> None:
+    wait_for_record(
+        lambda r: r[1] == "mariadb.error" and "ready for connections" in r[2].get("message", ""),
+        "MariaDB's start-up line",
+    )
+
+
+def test_malformed_line_arrives_as_unparsed() -> None:
+    marker = f"not an access log line {RUN}"
+    docker("exec", LAMP, "sh", "-c", f"echo '{marker}' >> {ACCESS_LOG}")
+    wait_for_record(
+        lambda r: r[1] == "apache.access.unparsed" and r[2].get("message") == marker,
+        "the unparsable line",
+        subdir="",
+    )
+
+
+# ------------------------------------------------------------------ interop
+
+
+def test_docker_fluentd_log_driver_delivers_with_ack() -> None:
+    marker = f"from-docker-{RUN}"
+    docker(
+        "run", "--rm", "--log-driver", "fluentd",
+        "--log-opt", f"fluentd-address=tcp://{address(COLLECTOR)}:24224",
+        "--log-opt", "fluentd-request-ack=true", "--log-opt", "tag=docker.interop",
+        "--entrypoint", "sh", "shipyard/log-collector:latest", "-c", f"echo {marker}",
+    )  # fmt: skip
+    wait_for_record(
+        lambda r: r[1] == "docker.interop" and r[2].get("log") == marker, "the log driver's line"
+    )
+
+
+def test_fluent_logger_package_delivers() -> None:
+    marker = f"from-python-{RUN}"
+    logger = sender.FluentSender("interop", host=address(COLLECTOR), port=24224)
+    try:
+        assert logger.emit("python", {"marker": marker}), logger.last_error
+    finally:
+        logger.close()
+    wait_for_record(
+        lambda r: r[1] == "interop.python" and r[2].get("marker") == marker,
+        "the fluent-logger record",
+    )
+
+
+# ------------------------------------------------------------------ report
+
+
+def test_report_matches_an_independent_count(stream: Requests) -> None:
+    records = [r for r in s3_records() if r[1] == "apache.access"]
+    first_day = records[0][0][:10]  # YYYY-MM-DD of an ISO 8601 time
+    expected = collections.Counter(r[2]["path"] for r in records if r[0].startswith(first_day))
+    day = first_day.replace("-", "")
+    env = [f"--env=AWS_ACCESS_KEY_ID={S3_KEYS['aws_access_key_id']}",
+           f"--env=AWS_SECRET_ACCESS_KEY={S3_KEYS['aws_secret_access_key']}"]  # fmt: skip
+    proc = docker(
+        "exec", *env, COLLECTOR, "shipyard-logs", "report", "--date", day, "--output", "/dev/null",
+        "--s3", f"{BUCKET}/{PREFIX.rstrip('/')}", "--endpoint-url", "http://s3:5000",
+    )  # fmt: skip
+    got = {}
+    for line in proc.stdout.splitlines():
+        path, count = line.rsplit("\t", 1)
+        got[path] = int(count)
+    assert got == dict(expected)
+    assert list(got) == sorted(got)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_malformed_frame_is_rejected_without_losing_others() -> None:
+    before = docker("inspect", "-f", "{{.State.StartedAt}}", COLLECTOR).stdout
+    with socket.create_connection((address(COLLECTOR), 24224), timeout=10) as bad:
+        bad.sendall(b"\x93\xa3tag\xc1\xc1garbage" * 100)
+        bad.settimeout(10)
+        try:
+            while bad.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass  # closed by the collector: what we expect
+    marker = f"after-garbage-{RUN}"
+    logger = sender.FluentSender("interop", host=address(COLLECTOR), port=24224)
+    try:
+        assert logger.emit("after", {"marker": marker}), logger.last_error
+    finally:
+        logger.close()
+    wait_for_record(lambda r: r[2].get("marker") == marker, "a good client's record")
+    assert docker("inspect", "-f", "{{.State.StartedAt}}", COLLECTOR).stdout == before
+
+
+def run_role(*extra: str, verbose: bool = False) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"),
+        ANSIBLE_ROLES_PATH=str(PROJECT / "roles"),
+    )
+    return subprocess.run(
+        [str(PROJECT / ".venv/bin/ansible-playbook"), *(["-v"] if verbose else []),
+         *extra, str(SCENARIO / "converge.yml")],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def collector_config() -> str:
+    return docker("exec", COLLECTOR, "cat", "/etc/shipyard/collector.toml").stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ('{"log_shipping_matches": [{"pattern": "**", "type": "ftp"}]}', "log_shipping_matches"),
+        ('{"log_shipping_matches": [{"pattern": "**", "buckit": "x"}]}', "buckit"),
+        ('{"log_shipping_matches": [{"pattern": "**", "type": "s3"}]}',
+         "log_shipping_matches[0].bucket is required for type s3"),
+        ('{"log_shipping_sources": [{"container": "x", "path": "/a", "tag": "bad tag"}]}',
+         'log_shipping_sources[0].tag "bad tag" must be dot-separated words'),
+        ('{"log_shipping_collector_port": "many"}', "log_shipping_collector_port"),
+    ],
+)  # fmt: skip
+def test_invalid_variable_fails_early_naming_it(override: str, message: str) -> None:
+    before = collector_config()
+    proc = run_role("-e", override)
+    assert proc.returncode != 0
+    assert message in proc.stdout, proc.stdout[-3000:]
+    assert "Write the collector" not in proc.stdout
+    assert collector_config() == before
+
+
+def test_second_run_changes_nothing_and_secrets_stay_out_of_the_output() -> None:
+    proc = run_role(verbose=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "changed=0" in proc.stdout
+    assert S3_KEYS["aws_secret_access_key"] not in proc.stdout + proc.stderr
+    mode = docker("exec", COLLECTOR, "stat", "-c", "%a %u", "/etc/shipyard/collector.toml")
+    assert mode.stdout.split() == ["600", "999"]
