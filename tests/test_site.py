@@ -1,4 +1,8 @@
-"""site.yml end to end on the default inventory: converges, then changes nothing."""
+"""site.yml's first play: a broken configuration fails before anything changes.
+
+That site.yml converges and then changes nothing is shown by .ci/run (make up
+twice) and by molecule/default (converge, idempotence, verify).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,42 @@ from helpers import docker, run_playbook
 pytestmark = pytest.mark.docker
 
 
-def test_site_converges_then_changes_nothing(docker_engine: str) -> None:
-    first = run_playbook("site.yml")
-    assert first.rc == 0, first.raw
-    second = run_playbook("site.yml")
-    assert second.rc == 0, second.raw
-    assert second.changed == 0, second.raw
-    resolved = str(second.facts["base_image_resolved"])
-    assert docker("image", "ls", "--quiet", resolved).strip(), f"{resolved} is not in the engine"
+def engine_state() -> str:
+    """Every container, volume and network with its id: any change shows up."""
+    return "\n".join(
+        docker(kind, "ls", "--all", "--quiet", "--no-trunc") if kind == "container"
+        else docker(kind, "ls", "--quiet")
+        for kind in ("container", "volume", "network")
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        ({"dev_environment_htpp_port": 8081}, "Unknown variable(s): dev_environment_htpp_port"),
+        ({"log_shipping_colector_port": 1}, "Unknown variable(s): log_shipping_colector_port"),
+        ({"dev_environment_http_port": "eighty"}, "dev_environment_http_port"),
+        ({"db_clients_build_headers": "maybe"}, "db_clients_build_headers"),
+        ({"mariadb_provision_users": [{"name": "app", "pasword": "x"}]}, "pasword"),
+        ({"log_shipping_matches": [{"pattern": "**", "type": "ftp"}]}, "log_shipping_matches"),
+    ],
+)
+def test_broken_configuration_fails_before_any_change(
+    docker_engine: str, extra_vars: dict[str, object], message: str
+) -> None:
+    before = engine_state()
+    run = run_playbook("site.yml", extra_vars)
+    assert run.rc != 0
+    assert message in run.raw, run.raw[-3000:]
+    # Only the preflight play ran: no other play's task appears in the report.
+    assert "Prepare the Docker host" not in run.raw
+    assert engine_state() == before
 
 
 def test_one_image_by_tag_uses_the_resolved_base(base_image: str) -> None:
     """`--tags lamp` must still resolve the base image, or the build arg (and so the
     input hash) changes and the build goes looking for debian:trixie-slim."""
-    assert run_playbook("site.yml").rc == 0
+    assert run_playbook("playbooks/images.yml").rc == 0
     run = run_playbook("playbooks/images.yml", tags="lamp")
     assert run.rc == 0, run.raw
     assert run.facts["base_image_resolved"] == base_image
