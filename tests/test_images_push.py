@@ -1,0 +1,107 @@
+"""playbooks/images.yml pushes to a registry when asked, and refuses bad settings.
+
+The registry is a real one: Debian's docker-registry (the distribution
+project's server) in a container built from the base image.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import docker, run_playbook
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+REGISTRY_DOCKERFILE = """ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+RUN apt-get update && apt-get install -y --no-install-recommends docker-registry apache2-utils \\
+    && rm -rf /var/lib/apt/lists/*
+COPY entrypoint.sh /entrypoint.sh
+ENTRYPOINT ["/entrypoint.sh"]
+"""
+# Debian's configuration asks for htpasswd logins; the account comes at run time.
+REGISTRY_ENTRYPOINT = """#!/bin/sh
+set -e
+htpasswd -Bbc /etc/docker/registry/htpasswd "$REGISTRY_USER" "$REGISTRY_PASSWORD"
+exec /usr/bin/docker-registry serve /etc/docker/registry/config.yml
+"""
+USER = "ci"
+PASSWORD = f"pw-{uuid.uuid4().hex}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    context = tmp_path_factory.mktemp("registry")
+    (context / "Dockerfile").write_text(REGISTRY_DOCKERFILE)
+    entrypoint = context / "entrypoint.sh"
+    entrypoint.write_text(REGISTRY_ENTRYPOINT)
+    entrypoint.chmod(0o755)
+    tag = "shipyard-test/registry:latest"
+    docker("build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}", "-t", tag, str(context))
+    name, port = f"shipyard-test-registry-{uuid.uuid4().hex[:6]}", free_port()
+    docker(
+        "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:5000",
+        "-e", f"REGISTRY_USER={USER}", "-e", f"REGISTRY_PASSWORD={PASSWORD}", tag,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{address}/v2/", timeout=5):
+                    break
+            except urllib.error.HTTPError:
+                break  # it answers, asking for a login
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"registry not answering: {docker('logs', name)}")
+                time.sleep(0.5)
+        yield address
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_push_puts_every_tag_into_the_registry(
+    registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPYARD_REGISTRY_USERNAME", USER)
+    monkeypatch.setenv("SHIPYARD_REGISTRY_PASSWORD", PASSWORD)
+    run = run_playbook(
+        "playbooks/images.yml",
+        {"images_push": True, "images_registry": f"{registry}/shipyard"},
+        tags="s3",
+    )
+    assert run.rc == 0, run.raw[-3000:]
+    assert PASSWORD not in run.raw
+    request = urllib.request.Request(f"http://{registry}/v2/shipyard/s3/tags/list")
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310 - http://127.0.0.1
+        tags = json.load(r)["tags"]
+    assert sorted(tags) == sorted(["latest", "0.1.0"])
+    # The login was for the push only.
+    config = Path.home() / ".docker" / "config.json"
+    assert not config.exists() or registry not in config.read_text()
+
+
+def test_push_without_settings_fails_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHIPYARD_REGISTRY_PASSWORD", raising=False)
+    run = run_playbook("playbooks/images.yml", {"images_push": True}, tags="s3")
+    assert run.rc != 0
+    assert "images_push is true: set images_registry" in run.raw
+    assert "Build the S3 image" not in run.raw and "s3_image" not in run.raw
