@@ -74,6 +74,10 @@ def registry(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield address
     finally:
         docker("rm", "-f", name)
+        # The push tags the images with the registry's address; drop those tags.
+        pushed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", f"{address}/*/*")
+        if pushed.split():
+            docker("image", "rm", *pushed.split())
 
 
 def test_push_puts_every_tag_into_the_registry(
