@@ -181,6 +181,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def write_synced(path: Path, data: bytes) -> None:
+    """Write a whole file and fsync it; the caller renames it into place."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class StoreResult:
     lines: int
@@ -289,12 +299,7 @@ class SliceStore:
         if batch:
             lines.append(json.dumps({"t": stamp, "c": batch}))
         body = ("\n".join(lines) + "\n").encode("utf-8")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            _write_all(fd, body)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, body)
         if self._journal_fd >= 0:
             os.close(self._journal_fd)
         tmp.replace(self.journal_path)
@@ -434,12 +439,7 @@ class SliceStore:
             src.seek(uploaded)
             tail = src.read(size - uploaded)
         tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            _write_all(fd, tail)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, tail)
         tmp.replace(path)
         _fsync_dir(path.parent)
         self._journal({"t": time.time(), "f": {rel: len(tail)}})
