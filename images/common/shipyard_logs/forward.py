@@ -90,9 +90,21 @@ class Frame:
         return self.option.get("chunk")
 
 
+# Records of one second carry the same 8 bytes; EventTime is immutable, so one
+# instance serves them all and the dataclass and its checks are built once.
+_event_times: dict[bytes, EventTime] = {}
+MAX_CACHED_EVENT_TIMES = 4096
+
+
 def _ext_hook(code: int, data: bytes) -> Any:  # noqa: ANN401 - msgpack hook contract
     if code == EVENT_TIME_EXT:
-        return EventTime.from_bytes(data)
+        found = _event_times.get(data)
+        if found is None:
+            found = EventTime.from_bytes(data)
+            if len(_event_times) >= MAX_CACHED_EVENT_TIMES:
+                _event_times.clear()  # nanosecond times rarely repeat: stay bounded
+            _event_times[data] = found
+        return found
     return msgpack.ExtType(code, data)
 
 
@@ -257,7 +269,7 @@ def gunzip_members(data: bytes, max_bytes: int) -> bytes:
 
 def _packed_entries(
     payload: object, option: dict[str, Any], limits: Limits
-) -> Iterator[tuple[EventTime, dict[str, Any]]]:
+) -> list[tuple[EventTime, dict[str, Any]]]:
     if isinstance(payload, str):
         payload = payload.encode("utf-8", "surrogateescape")
     if not isinstance(payload, bytes):
@@ -268,12 +280,9 @@ def _packed_entries(
     elif compressed != "text":
         raise ForwardError(f"unsupported compression {compressed!r}")
     unpacker = new_unpacker(Limits(max_frame_bytes=max(len(payload), 1)))
-    consumed = 0
     try:
         unpacker.feed(payload)
-        for obj in unpacker:
-            consumed = unpacker.tell()
-            yield _entry(obj)
+        entries, consumed = _stream_entries(unpacker, limits.max_entries)
     except ForwardError:
         raise
     except (ValueError, msgpack.UnpackException) as exc:
@@ -281,6 +290,34 @@ def _packed_entries(
     # Iteration stops silently on a truncated trailing entry; that is corruption.
     if consumed != len(payload):
         raise ForwardError("PackedForward stream ends inside an entry")
+    return entries
+
+
+def _stream_entries(
+    unpacker: msgpack.Unpacker, max_entries: int
+) -> tuple[list[tuple[EventTime, dict[str, Any]]], int]:
+    """The entries of a PackedForward stream and the bytes they took.
+
+    One loop per entry, so the usual [EventTime, map] is checked inline rather
+    than through _entry's calls. The offset is taken after each entry: after a
+    truncated one, tell() counts the bytes it did read.
+    """
+    entries: list[tuple[EventTime, dict[str, Any]]] = []
+    append = entries.append
+    tell = unpacker.tell
+    consumed = 0
+    for item in unpacker:
+        consumed = tell()
+        if type(item) is list and len(item) == 2:
+            stamp, record = item
+            if type(stamp) is not EventTime or type(record) is not dict:
+                stamp, record = _entry(item)
+        else:
+            stamp, record = _entry(item)
+        append((stamp, record))
+        if len(entries) > max_entries:
+            raise ForwardError(f"more than {max_entries} entries in one frame")
+    return entries, consumed
 
 
 def decode_frame(obj: object, limits: Limits = Limits()) -> Frame:
@@ -298,11 +335,7 @@ def decode_frame(obj: object, limits: Limits = Limits()) -> Frame:
         entries = [_entry(item) for item in second]
     elif isinstance(second, bytes | str) and len(obj) <= 3:  # (Compressed)PackedForward
         option = _frame_option(obj, 2)
-        entries = []
-        for item in _packed_entries(second, option, limits):
-            entries.append(item)
-            if len(entries) > limits.max_entries:
-                raise ForwardError(f"more than {limits.max_entries} entries in one frame")
+        entries = _packed_entries(second, option, limits)
     else:  # Message
         if len(obj) < 3:
             raise ForwardError("Message frame needs [tag, time, record]")
