@@ -145,10 +145,6 @@ def record_host(record: dict[str, Any], peer: str) -> str:
     return peer
 
 
-def _json_line(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default)
-
-
 def _json_default(obj: object) -> Any:  # noqa: ANN401 - json hook contract
     if isinstance(obj, EventTime):
         return float(obj)
@@ -157,13 +153,21 @@ def _json_default(obj: object) -> Any:  # noqa: ANN401 - json hook contract
     return repr(obj)
 
 
-def _encode_line(line: str) -> bytes:
+# json.dumps with any option builds a new encoder per call, a third of the cost
+# of a record; encode() keeps no state between calls, so one serves every thread.
+_json_line = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=_json_default
+).encode
+
+
+def _encode_text(text: str) -> bytes:
     try:
-        return line.encode("utf-8")
+        return text.encode("utf-8")
     except UnicodeEncodeError:
         # Undecodable bytes from the client arrive as surrogate escapes; keep
-        # the file valid UTF-8 and still show them.
-        return line.encode("utf-8", "backslashreplace")
+        # the file valid UTF-8 and still show them. The handler replaces only
+        # what cannot be encoded, so a whole file's text encodes as its lines do.
+        return text.encode("utf-8", "backslashreplace")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -320,7 +324,7 @@ class SliceStore:
 
     def store(self, frames: Iterable[Frame], peer: str) -> StoreResult:
         """Append the frames' records durably; replayed chunks are skipped, not written."""
-        pending: dict[str, list[bytes]] = {}
+        pending: dict[str, list[str]] = {}
         keys: list[str] = []
         lines = duplicates = 0
         for frame in frames:
@@ -339,8 +343,8 @@ class SliceStore:
             self._journal({"t": now, "f": fresh})
             self._sizes.update(fresh)
         after: dict[str, int] = {}
-        for rel, chunks in pending.items():
-            data = b"".join(chunks)
+        for rel, texts in pending.items():
+            data = _encode_text("".join(texts))
             fd = self._fd(rel)
             _write_all(fd, data)
             os.fsync(fd)
@@ -355,19 +359,33 @@ class SliceStore:
             self._compact()
         return StoreResult(lines, duplicates)
 
-    def _format(self, frame: Frame, peer: str, pending: dict[str, list[bytes]]) -> int:
+    def _format(self, frame: Frame, peer: str, pending: dict[str, list[str]]) -> int:
         tag = frame.tag.replace("\t", " ").replace("\n", " ")
+        # A frame's records mostly share one second and one host: the line
+        # prefix and the slice are looked up again only when either changes.
+        first_key = HOST_KEYS[0]
+        last_seconds, last_host = -1, ""
+        prefix = ""
+        lines: list[str] = []
         for stamp, record in frame.entries:
+            host = record.get(first_key)
+            if not isinstance(host, str) or not host:
+                host = record_host(record, peer)
             seconds = stamp.seconds
-            iso = self._iso_cache.get(seconds)
-            if iso is None:
-                if len(self._iso_cache) > 65536:
-                    self._iso_cache.clear()
-                iso = self._iso_cache[seconds] = iso_time(seconds)
-            rel = self.layout.relpath(seconds, record_host(record, peer))
-            line = f"{iso}\t{tag}\t{_json_line(record)}\n"
-            pending.setdefault(rel, []).append(_encode_line(line))
+            if seconds != last_seconds or host != last_host:
+                last_seconds, last_host = seconds, host
+                prefix = f"{self._iso(seconds)}\t{tag}\t"
+                lines = pending.setdefault(self.layout.relpath(seconds, host), [])
+            lines.append(prefix + _json_line(record) + "\n")
         return len(frame.entries)
+
+    def _iso(self, seconds: int) -> str:
+        iso = self._iso_cache.get(seconds)
+        if iso is None:
+            if len(self._iso_cache) > 65536:
+                self._iso_cache.clear()
+            iso = self._iso_cache[seconds] = iso_time(seconds)
+        return iso
 
     def _current_size(self, rel: str) -> int:
         try:
