@@ -1,6 +1,7 @@
 """The apache2 parser's fast path gives exactly what fluentd's expression gives."""
 
 import itertools
+import random
 
 import pytest
 from logs_harness import apache_line
@@ -58,6 +59,31 @@ def test_the_corpus_covers_escapes_matches_and_misses():
 def test_without_backslashes_both_expressions_give_the_same_groups(line):
     slow, fast = APACHE2.match(line), APACHE2_NO_ESCAPES.match(line)
     assert (slow and slow.groupdict()) == (fast and fast.groupdict())
+
+
+# Pieces that move the request's and trailer's boundaries: runs of spaces, quotes
+# inside and after words, tabs and other whitespace that \\S does not take.
+PIECES = [" ", "  ", '"', "\t", "\u00a0", "a", "GET", "/x", "HTTP/1.1", "-", "200", "12",
+          '" "', '"-"', "]", "x y", '""']  # fmt: skip
+
+
+def random_lines(count: int) -> list[str]:
+    rng = random.Random(20261125)  # noqa: S311 - a fixed seed: the same lines every run
+    lines = []
+    for _ in range(count):
+        request = "".join(rng.choices(PIECES, k=rng.randint(0, 8)))
+        trailer = "".join(rng.choices(PIECES, k=rng.randint(0, 8)))
+        middle = f'" 200 1{trailer}' if rng.random() < 0.7 else trailer
+        lines.append(f'1.2.3.4 - - {TIME} "{request}{middle}')
+    return lines
+
+
+def test_without_backslashes_both_expressions_agree_on_random_lines():
+    lines = random_lines(20_000)
+    assert sum(APACHE2.match(line) is not None for line in lines) > 2000
+    for line in lines:
+        slow, fast = APACHE2.match(line), APACHE2_NO_ESCAPES.match(line)
+        assert (slow and slow.groupdict()) == (fast and fast.groupdict()), line
 
 
 def test_parse_apache2_equals_fluentds_expression_on_every_line(monkeypatch):
