@@ -387,13 +387,11 @@ class Tail:
             self._emit(data[: cfg.max_line_bytes], batch)
             watcher.offset += cfg.max_line_bytes
             return 1, False
-        count = pos = 0
-        limit = cfg.batch_lines - batch.lines
-        while pos <= end and count < limit and batch.size < cfg.batch_bytes:
-            newline = data.index(b"\n", pos)
-            self._emit(data[pos : min(newline, pos + cfg.max_line_bytes)], batch)
-            count += 1
-            pos = newline + 1
+        # At most the lines the batch has room for; the last piece is whatever
+        # follows them, a partial line or lines for the next batch.
+        lines = data.split(b"\n", max(cfg.batch_lines - batch.lines, 0))
+        lines.pop()
+        count, pos = self._emit_lines(lines, batch)
         watcher.offset += pos
         return count, pos > end and len(data) < want
 
@@ -412,12 +410,55 @@ class Tail:
     def _emit(self, raw: bytes, batch: Batch) -> None:
         line = raw.decode("utf-8", "backslashreplace").rstrip("\r")
         parsed = self.source.parser(line) if line else None
-        tag = self.source.tag
         if parsed is None:
-            tag, parsed = f"{tag}.unparsed", (now(), {"message": line})
+            batch.add(*self._unparsed(line), len(raw) + 1)
+            return
         stamp, record = parsed
         record.setdefault(self.config.host_key, self.config.host)
-        batch.add(tag, self._packer.pack(stamp, record), len(raw) + 1)
+        batch.add(self.source.tag, self._packer.pack(stamp, record), len(raw) + 1)
+
+    def _emit_lines(self, lines: list[bytes], batch: Batch) -> tuple[int, int]:
+        """_emit for whole lines, until the batch is full; returns (lines, bytes) taken.
+
+        Lookups and counters are kept out of the per-line loop: at tens of
+        thousands of lines a second they cost a third of what parsing does.
+        """
+        cfg = self.config
+        max_line, batch_bytes = cfg.max_line_bytes, cfg.batch_bytes
+        host_key, host = cfg.host_key, cfg.host
+        parser, tag, pack = self.source.parser, self.source.tag, self._packer.pack
+        # Fetched at the first parsed line, so the tags keep their order in the batch.
+        entries: list[bytes] | None = None
+        if not batch.lines:
+            batch.started = time.monotonic()
+        count = taken = 0
+        size = batch.size
+        for whole in lines:
+            if size >= batch_bytes:
+                break
+            taken += len(whole) + 1
+            raw = whole[:max_line] if len(whole) > max_line else whole
+            size += len(raw) + 1
+            count += 1
+            line = raw.decode("utf-8", "backslashreplace").rstrip("\r")
+            parsed = parser(line) if line else None
+            if parsed is None:
+                unparsed_tag, entry = self._unparsed(line)
+                batch.entries.setdefault(unparsed_tag, []).append(entry)
+                continue
+            stamp, record = parsed
+            record.setdefault(host_key, host)
+            if entries is None:
+                entries = batch.entries.setdefault(tag, [])
+            entries.append(pack(stamp, record))
+        batch.lines += count
+        batch.size = size
+        return count, taken
+
+    def _unparsed(self, line: str) -> tuple[str, bytes]:
+        record = {"message": line}
+        record.setdefault(self.config.host_key, self.config.host)
+        return f"{self.source.tag}.unparsed", self._packer.pack(now(), record)
 
 
 # ------------------------------------------------------------------ shipping
