@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import msgpack
 from logs_harness import Collector, Program, apache_line, forward, toml, wait_for
 
 ID = re.compile(r"id=(\d+)|garbage-(\d+)")
@@ -425,3 +426,61 @@ def test_killed_repeatedly_during_a_backlog_the_collector_has_every_line_once(
     assert set(ids) == set(range(total))
     duplicated = {i: n for i, n in ids.items() if n != 1}
     assert not duplicated, f"{len(duplicated)} lines arrived more than once"
+
+
+# ------------------------------------------------------------------ batching, in process
+
+
+def tail_batches(tmp_path: Path, content: bytes, **settings: object) -> list[tuple[object, int]]:
+    """Every batch one Tail makes of a file, with the file offset after it."""
+    from shipyard_logs import agent  # the harness put images/common on the path
+
+    tmp_path.mkdir(exist_ok=True)
+    log = tmp_path / "access.log"
+    log.write_bytes(content)
+    config_file = tmp_path / "agent.json"
+    source = {"path": str(log), "tag": "apache.access", "format": "apache2", "read_from_head": True}
+    config_file.write_text(
+        json.dumps({"pos_dir": str(tmp_path), "host": "h", **settings, "sources": [source]})
+    )
+    config = agent.load_config(str(config_file), env={})
+    tail = agent.Tail(config.sources[0], config)
+    tail.refresh(scan=True)
+    batches = []
+    while True:
+        batch = agent.Batch()
+        if not tail.read(batch):
+            return batches
+        batches.append((batch, tail.watchers[0].offset))
+
+
+def records(batch: object, tag: str) -> list[dict[str, object]]:
+    return [msgpack.unpackb(e, ext_hook=forward._ext_hook)[1] for e in batch.entries.get(tag, [])]
+
+
+def test_a_batch_ends_at_batch_lines_or_once_batch_bytes_is_reached(tmp_path):
+    lines = [apache_line(n).encode() for n in range(10)]
+    content = b"".join(line + b"\n" for line in lines)
+    by_lines = tail_batches(tmp_path / "a", content, batch_lines=4)
+    assert [b.lines for b, _ in by_lines] == [4, 4, 2]
+    assert [off for _, off in by_lines] == [sum(len(x) + 1 for x in lines[:n]) for n in (4, 8, 10)]
+    # A line is taken while the batch holds less than batch_bytes.
+    limit = 2 * len(lines[0]) + 5
+    by_bytes = tail_batches(tmp_path / "b", content, batch_bytes=limit)
+    assert [b.lines for b, _ in by_bytes] == [3, 3, 3, 1]
+    assert all(b.size == sum(len(x) + 1 for x in lines[:3]) for b, _ in by_bytes[:3])
+    paths = [r["path"] for b, _ in by_bytes for r in records(b, "apache.access")]
+    assert paths == [re.search(r'"GET (\S+)', x.decode())[1] for x in lines]
+
+
+def test_long_lines_are_cut_and_unparsed_lines_keep_their_place(tmp_path):
+    good = apache_line(1)
+    content = f"garbage-1\r\n{good}\r\n{'x' * 300}\n{good}\n\n".encode()
+    [(batch, offset)] = tail_batches(tmp_path, content, max_line_bytes=len(good) + 1)
+    assert offset == len(content)
+    assert batch.lines == 5
+    assert batch.size == len(content) - 300 + len(good) + 1
+    assert list(batch.entries) == ["apache.access.unparsed", "apache.access"]
+    unparsed = [r["message"] for r in records(batch, "apache.access.unparsed")]
+    assert unparsed == ["garbage-1", "x" * (len(good) + 1), ""]
+    assert [r["source_host"] for r in records(batch, "apache.access")] == ["h", "h"]

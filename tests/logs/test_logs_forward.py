@@ -119,6 +119,17 @@ def test_packed_stream_frames_decode_like_packed_forward(compress):
     assert frame.option.get("compressed", "text") == ("gzip" if compress else "text")
 
 
+def test_event_times_decode_exactly_past_the_cache_bound():
+    count = forward.MAX_CACHED_EVENT_TIMES + 100
+    entries = [(EventTime(T2.seconds + n // 3, n * 7), {"n": n}) for n in range(count)]
+    (frame,) = decode_stream(forward.encode_packed_forward("t", entries), piece=4096)
+    assert frame.entries == entries
+    assert len(forward._event_times) <= forward.MAX_CACHED_EVENT_TIMES
+    bad = forward.packb(["t", msgpack.ExtType(0, bytes.fromhex("00000001 3b9aca00")), {}])
+    with pytest.raises(ForwardError, match="out of range"):
+        decode_stream(bad)
+
+
 def bad_frames() -> list[tuple[str, bytes]]:
     stream, _ = forward.pack_entries(ENTRIES)
     pack = forward.packb
