@@ -149,10 +149,15 @@ class Collector(Program):
         return self
 
     def lines(self) -> list[list[str]]:
-        """Every stored line as [time, tag, json] across all slice files."""
+        """Every stored line as [time, tag, json] across all slice files.
+
+        A read can race the collector's append: the text after the last
+        newline is a line still being written, not a stored one.
+        """
         found = []
         for path in sorted((self.root / "logs").rglob("*.log")):
-            for line in path.read_text().splitlines():
+            text = path.read_text()
+            for line in text[: text.rfind("\n") + 1].splitlines():
                 found.append(line.split("\t", 2))
         return found
 
