@@ -80,27 +80,73 @@ def registry(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             docker("image", "rm", *pushed.split())
 
 
-def test_push_puts_every_tag_into_the_registry(
-    registry: str, monkeypatch: pytest.MonkeyPatch
+def fake_molecule(tmp_path: Path, rc: int) -> tuple[list[str], Path]:
+    """A stand-in for `molecule test --scenario-name X` that records X and exits
+    with rc: the scenarios themselves run in `make molecule`; here only the
+    gate in front of the push is under test."""
+    calls = tmp_path / "molecule-calls"
+    script = tmp_path / "molecule"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit {rc}\n')
+    script.chmod(0o755)
+    return [str(script)], calls
+
+
+def registry_tags(registry: str, repository: str) -> list[str]:
+    request = urllib.request.Request(f"http://{registry}/v2/{repository}/tags/list")
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310 - http://127.0.0.1
+            return json.load(r)["tags"] or []
+    except urllib.error.HTTPError as err:
+        if err.code == 404:  # the registry has never seen the repository
+            return []
+        raise
+
+
+def test_push_puts_every_tag_into_the_registry_after_the_image_tests(
+    registry: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("SHIPYARD_REGISTRY_USERNAME", USER)
     monkeypatch.setenv("SHIPYARD_REGISTRY_PASSWORD", PASSWORD)
+    command, calls = fake_molecule(tmp_path, rc=0)
     run = run_playbook(
         "playbooks/images.yml",
-        {"images_push": True, "images_registry": f"{registry}/shipyard"},
+        {
+            "images_push": True,
+            "images_registry": f"{registry}/shipyard",
+            "images_test_command": command,
+        },
         tags="s3",
     )
     assert run.rc == 0, run.raw[-3000:]
     assert PASSWORD not in run.raw
-    request = urllib.request.Request(f"http://{registry}/v2/shipyard/s3/tags/list")
-    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310 - http://127.0.0.1
-        tags = json.load(r)["tags"]
-    assert sorted(tags) == sorted(["latest", "0.1.0"])
+    assert calls.read_text().split("\n")[:-1] == ["logging"]
+    assert sorted(registry_tags(registry, "shipyard/s3")) == sorted(["latest", "0.1.0"])
     # The login was for the push only.
     config = Path.home() / ".docker" / "config.json"
     assert not config.exists() or registry not in config.read_text()
+
+
+def test_failed_image_tests_push_nothing(
+    registry: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SHIPYARD_REGISTRY_USERNAME", USER)
+    monkeypatch.setenv("SHIPYARD_REGISTRY_PASSWORD", PASSWORD)
+    command, calls = fake_molecule(tmp_path, rc=1)
+    run = run_playbook(
+        "playbooks/images.yml",
+        {
+            "images_push": True,
+            "images_registry": f"{registry}/failing",
+            "images_test_command": command,
+        },
+        tags="postgresql",
+    )
+    assert run.rc != 0
+    assert calls.read_text().split("\n")[:-1] == ["postgresql"]
+    assert "Log in to the registry" not in run.raw
+    assert registry_tags(registry, "failing/postgresql") == []
 
 
 def test_push_without_settings_fails_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
