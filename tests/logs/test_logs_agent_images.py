@@ -7,6 +7,7 @@ The images are the ones playbooks/images.yml builds.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import subprocess
@@ -46,9 +47,13 @@ def images(base_image: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def gateway(docker_engine: str) -> str:
-    """The default bridge's address on the host: containers reach host services there."""
-    return docker("network", "inspect", "bridge", "--format",
-                  "{{(index .IPAM.Config 0).Gateway}}").strip()  # fmt: skip
+    """The default bridge's address on the host: containers reach host services there.
+
+    The engine reports it only where it was configured; otherwise, as Docker
+    assigns it, it is the first address of the bridge's subnet.
+    """
+    config = json.loads(docker("network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}"))
+    return config[0].get("Gateway") or str(next(ipaddress.ip_network(config[0]["Subnet"]).hosts()))
 
 
 @pytest.fixture
