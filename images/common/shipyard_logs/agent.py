@@ -46,6 +46,7 @@ import msgpack
 
 from . import forward
 from .config import ConfigError, config_from_cli, load_file, merge
+from .durable import write_atomically
 from .parsers import PARSERS, Parser, now
 
 log = logging.getLogger("shipyard_logs.agent")
@@ -174,24 +175,6 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentCon
 
 
 # ------------------------------------------------------------------ durable files
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 Position = tuple[str, int, int]  # path, inode, offset

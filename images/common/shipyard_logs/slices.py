@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .durable import fsync_dir, write_all, write_synced
 from .forward import EventTime, Frame
 
 log = logging.getLogger("shipyard_logs.slices")
@@ -170,31 +171,6 @@ def _encode_text(text: str) -> bytes:
         return text.encode("utf-8", "backslashreplace")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    """Write a whole file and fsync it; the caller renames it into place."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class StoreResult:
     lines: int
@@ -307,13 +283,13 @@ class SliceStore:
         if self._journal_fd >= 0:
             os.close(self._journal_fd)
         tmp.replace(self.journal_path)
-        _fsync_dir(self.journal_path.parent)
+        fsync_dir(self.journal_path.parent)
         self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND)
         self._journal_bytes = len(body)
 
     def _journal(self, entry: dict[str, Any]) -> None:
         data = (json.dumps(entry, separators=(",", ":")) + "\n").encode("utf-8")
-        _write_all(self._journal_fd, data)
+        write_all(self._journal_fd, data)
         os.fsync(self._journal_fd)
         self._journal_bytes += len(data)
 
@@ -346,7 +322,7 @@ class SliceStore:
         for rel, texts in pending.items():
             data = _encode_text("".join(texts))
             fd = self._fd(rel)
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
             after[rel] = self._sizes[rel] + len(data)
         self._journal({"t": now, "c": keys, "f": after})
@@ -405,9 +381,9 @@ class SliceStore:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         # A new file or directory is only durable once its directory entry is.
         if not existed:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         if created_dir:
-            _fsync_dir(path.parent.parent)
+            fsync_dir(path.parent.parent)
         self._fds[rel] = fd
         while len(self._fds) > MAX_OPEN_FILES:
             _, old = self._fds.popitem(last=False)
@@ -451,7 +427,7 @@ class SliceStore:
         if size <= uploaded:
             path.unlink(missing_ok=True)
             self._untrack(rel)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             return
         with path.open("rb") as src:
             src.seek(uploaded)
@@ -459,6 +435,6 @@ class SliceStore:
         tmp = path.with_name(path.name + ".tmp")
         write_synced(tmp, tail)
         tmp.replace(path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         self._journal({"t": time.time(), "f": {rel: len(tail)}})
         self._sizes[rel] = len(tail)

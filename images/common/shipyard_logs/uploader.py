@@ -19,13 +19,13 @@ import asyncio
 import gzip
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .durable import write_atomically
 from .slices import SliceStore
 
 log = logging.getLogger("shipyard_logs.uploader")
@@ -264,7 +264,7 @@ class Uploader:
             return
         if self.settings.retention_days > 0:
             local = self.store.root / key.removeprefix(self.settings.prefix)
-            await asyncio.to_thread(_write_copy, local, body)
+            await asyncio.to_thread(write_atomically, local, body)
         await self.writer(self.store.release, rel, size)
         self._failures.pop(rel, None)
         self._next_try.pop(rel, None)
@@ -280,12 +280,3 @@ class Uploader:
 def _read_gzip(path: Path, size: int) -> bytes:
     with path.open("rb") as handle:
         return gzip_bytes(handle.read(size))
-
-
-def _write_copy(path: Path, body: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        handle.write(body)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
