@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .durable import fsync_dir, write_all, write_synced
+from .durable import fsync_dir, write_all, write_atomically, write_synced
 from .forward import EventTime, Frame
 
 log = logging.getLogger("shipyard_logs.slices")
@@ -339,14 +339,11 @@ class SliceStore:
         tag = frame.tag.replace("\t", " ").replace("\n", " ")
         # A frame's records mostly share one second and one host: the line
         # prefix and the slice are looked up again only when either changes.
-        first_key = HOST_KEYS[0]
         last_seconds, last_host = -1, ""
         prefix = ""
         lines: list[str] = []
         for stamp, record in frame.entries:
-            host = record.get(first_key)
-            if not isinstance(host, str) or not host:
-                host = record_host(record, peer)
+            host = record_host(record, peer)
             seconds = stamp.seconds
             if seconds != last_seconds or host != last_host:
                 last_seconds, last_host = seconds, host
@@ -432,9 +429,6 @@ class SliceStore:
         with path.open("rb") as src:
             src.seek(uploaded)
             tail = src.read(size - uploaded)
-        tmp = path.with_name(path.name + ".tmp")
-        write_synced(tmp, tail)
-        tmp.replace(path)
-        fsync_dir(path.parent)
+        write_atomically(path, tail)
         self._journal({"t": time.time(), "f": {rel: len(tail)}})
         self._sizes[rel] = len(tail)
