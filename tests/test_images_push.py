@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import docker, run_playbook
+from helpers import PlaybookRun, docker, run_playbook
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -80,15 +80,25 @@ def registry(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             docker("image", "rm", *pushed.split())
 
 
-def fake_molecule(tmp_path: Path, rc: int) -> tuple[list[str], Path]:
-    """A stand-in for `molecule test --scenario-name X` that records X and exits
-    with rc: the scenarios themselves run in `make molecule`; here only the
-    gate in front of the push is under test."""
+def push_with_fake_tests(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, registry: str, tags: str, tests_rc: int
+) -> tuple[PlaybookRun, list[str]]:
+    """images.yml with images_push, logged in from the environment, with a
+    stand-in for `molecule test --scenario-name X` that exits with tests_rc:
+    the scenarios themselves run in `make molecule`; here only the gate in
+    front of the push is under test. Returns the run and the scenarios asked for."""
+    monkeypatch.setenv("SHIPYARD_REGISTRY_USERNAME", USER)
+    monkeypatch.setenv("SHIPYARD_REGISTRY_PASSWORD", PASSWORD)
     calls = tmp_path / "molecule-calls"
     script = tmp_path / "molecule"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit {rc}\n')
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit {tests_rc}\n')
     script.chmod(0o755)
-    return [str(script)], calls
+    run = run_playbook(
+        "playbooks/images.yml",
+        {"images_push": True, "images_registry": registry, "images_test_command": [str(script)]},
+        tags=tags,
+    )
+    return run, calls.read_text().splitlines() if calls.exists() else []
 
 
 def registry_tags(registry: str, repository: str) -> list[str]:
@@ -107,21 +117,12 @@ def registry_tags(registry: str, repository: str) -> list[str]:
 def test_push_puts_every_tag_into_the_registry_after_the_image_tests(
     registry: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("SHIPYARD_REGISTRY_USERNAME", USER)
-    monkeypatch.setenv("SHIPYARD_REGISTRY_PASSWORD", PASSWORD)
-    command, calls = fake_molecule(tmp_path, rc=0)
-    run = run_playbook(
-        "playbooks/images.yml",
-        {
-            "images_push": True,
-            "images_registry": f"{registry}/shipyard",
-            "images_test_command": command,
-        },
-        tags="s3",
+    run, scenarios = push_with_fake_tests(
+        monkeypatch, tmp_path, f"{registry}/shipyard", tags="s3", tests_rc=0
     )
     assert run.rc == 0, run.raw[-3000:]
     assert PASSWORD not in run.raw
-    assert calls.read_text().split("\n")[:-1] == ["logging"]
+    assert scenarios == ["logging"]
     assert sorted(registry_tags(registry, "shipyard/s3")) == sorted(["latest", "0.1.0"])
     # The login was for the push only.
     config = Path.home() / ".docker" / "config.json"
@@ -131,20 +132,11 @@ def test_push_puts_every_tag_into_the_registry_after_the_image_tests(
 def test_failed_image_tests_push_nothing(
     registry: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("SHIPYARD_REGISTRY_USERNAME", USER)
-    monkeypatch.setenv("SHIPYARD_REGISTRY_PASSWORD", PASSWORD)
-    command, calls = fake_molecule(tmp_path, rc=1)
-    run = run_playbook(
-        "playbooks/images.yml",
-        {
-            "images_push": True,
-            "images_registry": f"{registry}/failing",
-            "images_test_command": command,
-        },
-        tags="postgresql",
+    run, scenarios = push_with_fake_tests(
+        monkeypatch, tmp_path, f"{registry}/failing", tags="postgresql", tests_rc=1
     )
     assert run.rc != 0
-    assert calls.read_text().split("\n")[:-1] == ["postgresql"]
+    assert scenarios == ["postgresql"]
     assert "Log in to the registry" not in run.raw
     assert registry_tags(registry, "failing/postgresql") == []
 
