@@ -14,7 +14,6 @@ import os
 import re
 import socket
 import stat
-import subprocess
 import sys
 import time
 import urllib.error
@@ -27,7 +26,7 @@ import pytest
 from testinfra.host import Host
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from container_checks import docker, inspect, wait_exited
+from container_checks import docker, inspect, logs, wait_exited
 
 DOCKER_HOST_CONTAINER = "shipyard-molecule-dockerhost"
 NAME = "shipyard"
@@ -38,14 +37,11 @@ EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 
 @cache
 def host_address() -> str:
-    """The Docker host's address on this machine's bridge: over the network."""
-    proc = subprocess.run(
-        ["docker", "--host=unix:///var/run/docker.sock", "inspect", DOCKER_HOST_CONTAINER],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    """The Docker host's address on this machine's bridge: over the network.
+
+    Asked of this machine's engine: the flag wins over the DOCKER_HOST that
+    inner_engine sets."""
+    proc = docker("--host=unix:///var/run/docker.sock", "inspect", DOCKER_HOST_CONTAINER)
     return json.loads(proc.stdout)[0]["NetworkSettings"]["IPAddress"]
 
 
@@ -53,7 +49,6 @@ def host_address() -> str:
 def inner_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the docker CLI at the Docker host's engine (testinfra's own
     backend must keep talking to this machine's)."""
-    host_address()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{EPHEMERAL}/engine/docker.sock")
 
 
@@ -115,10 +110,8 @@ def test_secrets_are_private_files_and_not_in_the_containers_logs() -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     values = [p.read_text().strip() for p in secrets]
     for name in CONTAINERS:
-        logs = subprocess.run(
-            ["docker", "logs", name], capture_output=True, text=True, timeout=60, check=False
-        )
-        assert not any(v in logs.stdout + logs.stderr for v in values), name
+        output = logs(name)
+        assert not any(v in output for v in values), name
 
 
 @pytest.mark.usefixtures("inner_engine")
