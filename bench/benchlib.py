@@ -17,9 +17,16 @@ def sh(*args: str, check: bool = True, timeout: float = 1800) -> subprocess.Comp
 def resolve_base_image() -> str:
     """The image the base_image role resolved: debian:trixie-slim, else the bootstrapped one."""
     proc = sh(
-        "docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
-        "--filter", "reference=debian:trixie-slim", "--filter", "reference=shipyard/base:trixie",
-    )  # fmt: skip
+        "docker",
+        "image",
+        "ls",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        "--filter",
+        "reference=debian:trixie-slim",
+        "--filter",
+        "reference=shipyard/base:trixie",
+    )
     names = proc.stdout.split()
     if not names:
         sys.exit("no base image: run `make up` first")

@@ -98,10 +98,18 @@ def build(image: Image, base_image: str, *, cold: bool) -> float:
     previous = image_id(image.tag)
     began = time.monotonic()
     sh(
-        "docker", "build", "--quiet", *(["--no-cache"] if cold else []),
-        "--build-arg", f"BASE_IMAGE={base_image}",
-        "-f", str(image.dockerfile), "-t", image.tag, str(image.context),
-    )  # fmt: skip
+        "docker",
+        "build",
+        "--quiet",
+        *(["--no-cache"] if cold else []),
+        "--build-arg",
+        f"BASE_IMAGE={base_image}",
+        "-f",
+        str(image.dockerfile),
+        "-t",
+        image.tag,
+        str(image.context),
+    )
     seconds = time.monotonic() - began
     if previous and previous != image_id(image.tag):
         sh("docker", "image", "rm", previous, check=False)  # the replaced cold build
@@ -116,8 +124,13 @@ def role_run(*, expect_no_change: bool = True) -> float:
     began = time.monotonic()
     proc = subprocess.run(
         [str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/images.yml", "--tags", "lamp"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     seconds = time.monotonic() - began
     if proc.returncode != 0 or (expect_no_change and "changed=0" not in proc.stdout):
         sys.exit(f"images.yml failed or was not a no-op:\n{proc.stdout[-3000:]}\n{proc.stderr}")
@@ -214,7 +227,7 @@ def print_table(runs: int, base_image: str) -> None:
         ("docker stop (s)", lambda i: median(i.stop)),
         ("docker stop exit codes", lambda i: ",".join(map(str, sorted(set(i.exit_codes))))),
         ("clean DB stop (no crash recovery)", clean_count),
-    )  # fmt: skip
+    )
     for title, cell in rows:
         print(f"| {title} | {cell(shipyard)} | {cell(naive)} |")
     print(f"\nshipyard is {shipyard.size_mb / naive.size_mb:.0%} of the naive image's size.")

@@ -406,8 +406,9 @@ def warm_up(log: Path, tail: SliceTail, procs: list[Proc], timeout: float = 30.0
             proc.check()
         if time.monotonic() > deadline:
             logs = "\n".join(f"--- {p.name}\n{p.log_tail()}" for p in procs)
-            raise BenchError(f"the warm-up line did not reach the slice file in {timeout:.0f} s\n"
-                             f"{logs}")  # fmt: skip
+            raise BenchError(
+                f"the warm-up line did not reach the slice file in {timeout:.0f} s\n{logs}"
+            )
         time.sleep(0.05)
     tail.poll()  # move past the warm-up line
 
@@ -477,9 +478,18 @@ def _measure(
     cpu0, collector_cpu0 = cpu_seconds(sender.popen.pid), cpu_seconds(collector.popen.pid)
     writer = procs.start(
         "writer",
-        [__file__, "--role", "writer", "--path", str(log),
-         "--lines", str(options.lines), "--rate", str(rate)],
-    )  # fmt: skip
+        [
+            __file__,
+            "--role",
+            "writer",
+            "--path",
+            str(log),
+            "--lines",
+            str(options.lines),
+            "--rate",
+            str(rate),
+        ],
+    )
     follow(tail, writer, [collector, sender], options)
     cpu = cpu_seconds(sender.popen.pid) - cpu0
     collector_cpu = cpu_seconds(collector.popen.pid) - collector_cpu0
@@ -571,8 +581,9 @@ def ratio(naive: float, shipyard: float) -> str:
 
 def print_table(runs: Runs, phase: str, options: argparse.Namespace) -> None:
     load = "as fast as possible" if phase == "max" else f"paced at {options.rate:,.0f} lines/s"
-    print(f"\nphase {phase}: {options.lines:,} lines written {load}, "
-          f"{options.runs} run(s), medians\n")  # fmt: skip
+    print(
+        f"\nphase {phase}: {options.lines:,} lines written {load}, {options.runs} run(s), medians\n"
+    )
     print("| metric | shipyard | naive | naive/shipyard |")
     print("|---|---:|---:|---:|")
     for metric in METRICS:
@@ -597,8 +608,9 @@ def print_goals(runs: Runs, options: argparse.Namespace) -> None:
         goals.append((f">= {GOAL_LINES_PER_S:,} lines/s sustained", got, got >= GOAL_LINES_PER_S))
     if "rate" in phases:
         got = runs.value("shipyard", "rate", METRICS[2])
-        goals.append((f"p99 <= {GOAL_P99_S} s at {options.rate:,.0f} lines/s", got,
-                      got <= GOAL_P99_S))  # fmt: skip
+        goals.append(
+            (f"p99 <= {GOAL_P99_S} s at {options.rate:,.0f} lines/s", got, got <= GOAL_P99_S)
+        )
     lost = sum(r.missing + r.duplicates for r in runs.results if r.agent == "shipyard")
     goals.append(("zero loss, zero duplicates (every run)", lost, lost == 0))
     rss = runs.worst("shipyard", "rss")
@@ -629,19 +641,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--lines", type=int, default=200_000, help="lines per phase (200000)")
-    parser.add_argument("--rate", type=float, default=float(GOAL_LINES_PER_S),
-                        help="lines/s of the rate phase (50000, the goal)")  # fmt: skip
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=float(GOAL_LINES_PER_S),
+        help="lines/s of the rate phase (50000, the goal)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="repetitions; medians (1)")
     parser.add_argument("--phases", default="max,rate", help="max,rate (both)")
     parser.add_argument("--agents", default=",".join(AGENTS), help="shipyard,naive (both)")
-    parser.add_argument("--agent-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override an agent setting, e.g. batch_lines=5000")  # fmt: skip
+    parser.add_argument(
+        "--agent-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an agent setting, e.g. batch_lines=5000",
+    )
     parser.add_argument("--profile", action="store_true", help="run the agent under cProfile")
-    parser.add_argument("--settle", type=float, default=20.0,
-                        help="seconds without new lines, after the writer is done, "
-                             "before the rest counts as lost (20)")  # fmt: skip
-    parser.add_argument("--linger", type=float, default=1.0,
-                        help="seconds to watch for duplicates once all are in (1)")  # fmt: skip
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=20.0,
+        help="seconds without new lines, after the writer is done, "
+        "before the rest counts as lost (20)",
+    )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=1.0,
+        help="seconds to watch for duplicates once all are in (1)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="per phase (600)")
     # The writer and the naive sender are this script in another process.
     parser.add_argument("--role", choices=("writer", "naive"), help=argparse.SUPPRESS)
@@ -668,10 +697,13 @@ def run_all(options: argparse.Namespace) -> Runs:
             for agent in options.agents:  # alternate, so load drift hits both alike
                 result = measure(agent, phase, options)
                 runs.results.append(result)
-                print(f"  run {run + 1} {phase:<4} {agent:<8} {result.throughput:>9,.0f} lines/s"
-                      f"  p99 {result.p99:6.3f} s  missing {result.missing}"
-                      f"  dup {result.duplicates}  cpu {result.cpu:.2f} s  rss {result.rss:.1f} MB",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"  run {run + 1} {phase:<4} {agent:<8} {result.throughput:>9,.0f} lines/s"
+                    f"  p99 {result.p99:6.3f} s  missing {result.missing}"
+                    f"  dup {result.duplicates}  cpu {result.cpu:.2f} s  rss {result.rss:.1f} MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return runs
 
 
@@ -697,8 +729,11 @@ def main(argv: list[str] | None = None) -> int:
         import msgpack  # noqa: F401 - the children need it
     except ImportError:
         sys.exit("msgpack is missing: run this with the project's .venv/bin/python")
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start "
-          "(the machine is shared: compare ratios, not absolutes)", flush=True)  # fmt: skip
+    print(
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start "
+        "(the machine is shared: compare ratios, not absolutes)",
+        flush=True,
+    )
     try:
         with sigterm_as_exit():
             runs = run_all(options)

@@ -35,13 +35,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "images/common"))
-
-import msgpack  # noqa: E402 - after the path above, like the modules it measures
-from logs import HOST, TAG, access_line  # noqa: E402 - bench/logs.py, this directory
-from shipyard_logs import agent, collector, forward  # noqa: E402
-from shipyard_logs.parsers import parse_apache2  # noqa: E402
+import msgpack
+from logs import HOST, TAG, access_line  # bench/logs.py, this directory
+from shipyard_logs import agent, collector, forward
+from shipyard_logs.parsers import parse_apache2
 
 # Lines per second of event time: records spread over several seconds, as in
 # bench/logs.py's writer, so per-second caches see their real hit rate.

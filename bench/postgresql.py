@@ -45,9 +45,17 @@ UNCLEAN_SIGNS = ("not properly shut down", "automatic recovery", "crash recovery
 def build(image: str) -> float:
     began = time.monotonic()
     sh(
-        "docker", "build", "--quiet", "--build-arg", f"BASE_IMAGE={resolve_base_image()}",
-        "-f", str(ROOT / "images/postgresql/Dockerfile"), "-t", image, str(ROOT / "images"),
-    )  # fmt: skip
+        "docker",
+        "build",
+        "--quiet",
+        "--build-arg",
+        f"BASE_IMAGE={resolve_base_image()}",
+        "-f",
+        str(ROOT / "images/postgresql/Dockerfile"),
+        "-t",
+        image,
+        str(ROOT / "images"),
+    )
     return time.monotonic() - began
 
 
@@ -103,8 +111,13 @@ def stop(container: str) -> tuple[float, int]:
 
 def clean_restart(container: str) -> bool:
     out = sh(
-        "docker", "exec", container, "sh", "-c", "cat /var/log/postgresql/*.json",
-    ).stdout  # fmt: skip
+        "docker",
+        "exec",
+        container,
+        "sh",
+        "-c",
+        "cat /var/log/postgresql/*.json",
+    ).stdout
     messages = [json.loads(line)["message"] for line in out.splitlines() if line.strip()]
     # The last start-up is the part after the last "starting PostgreSQL".
     last = max(i for i, m in enumerate(messages) if m.startswith("starting PostgreSQL"))
@@ -156,10 +169,19 @@ def main() -> None:
             try:
                 began = time.monotonic()
                 sh(
-                    "docker", "run", "--detach", "--name", name,
-                    "--env", f"POSTGRES_PASSWORD={PASSWORD}", "--env", "POSTGRES_DB=bench",
-                    "--volume", f"{initdb}:/docker-entrypoint-initdb.d:ro", args.image,
-                )  # fmt: skip
+                    "docker",
+                    "run",
+                    "--detach",
+                    "--name",
+                    name,
+                    "--env",
+                    f"POSTGRES_PASSWORD={PASSWORD}",
+                    "--env",
+                    "POSTGRES_DB=bench",
+                    "--volume",
+                    f"{initdb}:/docker-entrypoint-initdb.d:ro",
+                    args.image,
+                )
                 ready, healthy = wait(name, began)
                 first_ready.append(ready)
                 first_healthy.append(healthy)

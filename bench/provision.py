@@ -144,9 +144,19 @@ def run(
         os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(ROOT / "roles")
     )
     cmd = [
-        str(PLAYBOOK), "-i", f"{container},", "-c", "community.docker.docker", "-u", user,
-        "-e", "ansible_python_interpreter=/usr/bin/python3", "-e", f"@{varsfile}", str(playbook),
-    ]  # fmt: skip
+        str(PLAYBOOK),
+        "-i",
+        f"{container},",
+        "-c",
+        "community.docker.docker",
+        "-u",
+        user,
+        "-e",
+        "ansible_python_interpreter=/usr/bin/python3",
+        "-e",
+        f"@{varsfile}",
+        str(playbook),
+    ]
     began = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600, check=False)
     elapsed = time.monotonic() - began

@@ -55,9 +55,18 @@ def registry(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     docker("build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}", "-t", tag, str(context))
     name, port = f"shipyard-test-registry-{uuid.uuid4().hex[:6]}", free_port()
     docker(
-        "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:5000",
-        "-e", f"REGISTRY_USER={USER}", "-e", f"REGISTRY_PASSWORD={PASSWORD}", tag,
-    )  # fmt: skip
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-p",
+        f"127.0.0.1:{port}:5000",
+        "-e",
+        f"REGISTRY_USER={USER}",
+        "-e",
+        f"REGISTRY_PASSWORD={PASSWORD}",
+        tag,
+    )
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

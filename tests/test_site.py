@@ -15,10 +15,11 @@ pytestmark = pytest.mark.docker
 def engine_state() -> str:
     """Every container, volume and network with its id: any change shows up."""
     return "\n".join(
-        docker(kind, "ls", "--all", "--quiet", "--no-trunc") if kind == "container"
+        docker(kind, "ls", "--all", "--quiet", "--no-trunc")
+        if kind == "container"
         else docker(kind, "ls", "--quiet")
         for kind in ("container", "volume", "network")
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize(

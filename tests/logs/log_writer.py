@@ -14,8 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+# Run as a script, so its own directory (tests/logs) is on sys.path already.
 from logs_harness import apache_line
 
 reopen_requested = False

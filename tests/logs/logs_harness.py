@@ -20,12 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from shipyard_logs import forward
+
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = ROOT / "images" / "common"
-if str(COMMON) not in sys.path:
-    sys.path.insert(0, str(COMMON))
-
-from shipyard_logs import forward  # noqa: E402
 
 PYTHON = os.environ.get("SHIPYARD_LOGS_PYTHON") or sys.executable
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"

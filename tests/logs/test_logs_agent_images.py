@@ -81,8 +81,9 @@ def containers() -> Iterator[Callable[..., str]]:
 
 
 def logs(container: str) -> str:
-    proc = subprocess.run(["docker", "logs", container], capture_output=True, text=True,
-                          check=False)  # fmt: skip
+    proc = subprocess.run(
+        ["docker", "logs", container], capture_output=True, text=True, check=False
+    )
     return proc.stdout + proc.stderr
 
 
@@ -184,8 +185,9 @@ def test_lamp_ships_every_service_log_with_its_fields(images, collector, gateway
         return [r for r in records(collector, tag) if text in json.dumps(r)]
 
     assert wait_for(lambda: tagged("mariadb.error", "ready for connections"), 30, "MariaDB's log")
-    assert wait_for(lambda: tagged("php.error", "shipyard-logs-test php warning"), 30,
-                    "the PHP warning")  # fmt: skip
+    assert wait_for(
+        lambda: tagged("php.error", "shipyard-logs-test php warning"), 30, "the PHP warning"
+    )
     assert all(r["source_host"] == HOSTNAME for r in records(collector, "mariadb.error"))
 
     took = timed_stop(name)

@@ -16,8 +16,12 @@ def shipyard_logs(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(COMMON)}
     return subprocess.run(
         [sys.executable, "-m", "shipyard_logs", *args],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("command", ["agent", "collector", "report"])

@@ -162,21 +162,49 @@ def stack(builds: tuple[PlaybookRun, PlaybookRun]) -> Iterator[Stack]:
     )
     docker("network", "create", stack.network)
     try:
-        docker("run", "--detach", "--name", stack.s3, "--network", stack.network,
-               "--network-alias", "s3", "--publish", "127.0.0.1::5000",
-               f"{S3_IMAGE}:latest")  # fmt: skip
+        docker(
+            "run",
+            "--detach",
+            "--name",
+            stack.s3,
+            "--network",
+            stack.network,
+            "--network-alias",
+            "s3",
+            "--publish",
+            "127.0.0.1::5000",
+            f"{S3_IMAGE}:latest",
+        )
         stack.created.append(stack.s3)
-        docker("run", "--detach", "--name", stack.collector, "--network", stack.network,
-               "--publish", "127.0.0.1::24224/tcp", "--publish", "127.0.0.1::24224/udp",
-               "--volume", f"{stack.volume}:/var/log/shipyard",
-               "--env", f"SHIPYARD_COLLECTOR_S3_BUCKET={stack.bucket}",
-               "--env", "SHIPYARD_COLLECTOR_S3_ENDPOINT_URL=http://s3:5000",
-               "--env", "SHIPYARD_COLLECTOR_S3_CREATE_BUCKET=true",
-               "--env", "SHIPYARD_COLLECTOR_S3_UPLOAD_INTERVAL=1",
-               "--env", "SHIPYARD_COLLECTOR_TIME_SLICE_WAIT=1",
-               "--env", f"SHIPYARD_COLLECTOR_S3_ACCESS_KEY_ID={ACCESS_KEY}",
-               "--env", f"SHIPYARD_COLLECTOR_S3_SECRET_ACCESS_KEY={stack.secret}",
-               f"{COLLECTOR_IMAGE}:latest")  # fmt: skip
+        docker(
+            "run",
+            "--detach",
+            "--name",
+            stack.collector,
+            "--network",
+            stack.network,
+            "--publish",
+            "127.0.0.1::24224/tcp",
+            "--publish",
+            "127.0.0.1::24224/udp",
+            "--volume",
+            f"{stack.volume}:/var/log/shipyard",
+            "--env",
+            f"SHIPYARD_COLLECTOR_S3_BUCKET={stack.bucket}",
+            "--env",
+            "SHIPYARD_COLLECTOR_S3_ENDPOINT_URL=http://s3:5000",
+            "--env",
+            "SHIPYARD_COLLECTOR_S3_CREATE_BUCKET=true",
+            "--env",
+            "SHIPYARD_COLLECTOR_S3_UPLOAD_INTERVAL=1",
+            "--env",
+            "SHIPYARD_COLLECTOR_TIME_SLICE_WAIT=1",
+            "--env",
+            f"SHIPYARD_COLLECTOR_S3_ACCESS_KEY_ID={ACCESS_KEY}",
+            "--env",
+            f"SHIPYARD_COLLECTOR_S3_SECRET_ACCESS_KEY={stack.secret}",
+            f"{COLLECTOR_IMAGE}:latest",
+        )
         stack.created.append(stack.collector)
         wait_healthy(stack.s3)
         wait_healthy(stack.collector)
@@ -215,8 +243,9 @@ print(json.dumps({"version": moto.__version__, "module": moto.__file__, "package
 
 
 def test_moto_is_debians_package_and_nothing_is_fetched_for_it(builds):
-    found = json.loads(docker("run", "--rm", "--entrypoint", "python3", f"{S3_IMAGE}:latest",
-                              "-c", PROBE))  # fmt: skip
+    found = json.loads(
+        docker("run", "--rm", "--entrypoint", "python3", f"{S3_IMAGE}:latest", "-c", PROBE)
+    )
     print(f"moto in {S3_IMAGE}: {found}")
     assert found["version"].startswith("5.1."), found
     assert found["package"].startswith(found["version"] + "-"), found
@@ -225,16 +254,26 @@ def test_moto_is_debians_package_and_nothing_is_fetched_for_it(builds):
     assert not found["venv"]
     # The build reads only committed files: nothing is downloaded beside the Dockerfile.
     assert sorted(p.name for p in (ROOT / "images" / "s3").iterdir()) == [
-        "Dockerfile", "README.md", "services.toml"
-    ]  # fmt: skip
+        "Dockerfile",
+        "README.md",
+        "services.toml",
+    ]
 
 
 def test_plain_docker_build_without_ansible_serves_s3(builds, base_image: str):
     tag = uuid.uuid4().hex[:8]
     image, name = f"shipyard-test/s3-plain:{tag}", f"shipyard-test-s3-plain-{tag}"
-    docker("build", "--quiet", "--file", str(ROOT / "images" / "s3" / "Dockerfile"),
-           "--build-arg", f"BASE_IMAGE={base_image}", "--tag", image,
-           str(ROOT / "images"))  # fmt: skip
+    docker(
+        "build",
+        "--quiet",
+        "--file",
+        str(ROOT / "images" / "s3" / "Dockerfile"),
+        "--build-arg",
+        f"BASE_IMAGE={base_image}",
+        "--tag",
+        image,
+        str(ROOT / "images"),
+    )
     try:
         docker("run", "--detach", "--name", name, "--publish", "127.0.0.1::5000", image)
         wait_healthy(name)
@@ -249,8 +288,10 @@ def test_plain_docker_build_without_ansible_serves_s3(builds, base_image: str):
         assert body == b"built by docker alone"
         uid = exec_text(name, "id", "-u", "moto").strip()
         assert uid != "0"
-        rows = [line.split(None, 2) for line in
-                docker("top", name, "-eo", "uid,pid,args").splitlines()[1:]]  # fmt: skip
+        rows = [
+            line.split(None, 2)
+            for line in docker("top", name, "-eo", "uid,pid,args").splitlines()[1:]
+        ]
         users = {args: row_uid for row_uid, _, args in rows}
         assert users["/usr/bin/python3 /usr/bin/moto_server -H 0.0.0.0 -p 5000"] == uid, rows
         code, took = stop(name)
@@ -269,9 +310,7 @@ def test_image_contract(builds):
     assert set(s3["ExposedPorts"]) == {"5000/tcp"}
     for config in (collector, s3):
         assert config["Entrypoint"] == ["/usr/bin/tini", "--", "/usr/local/bin/shipyard-init"]
-        assert config["Healthcheck"]["Test"] == [
-            "CMD", "/usr/local/bin/shipyard-init", "status"
-        ]  # fmt: skip
+        assert config["Healthcheck"]["Test"] == ["CMD", "/usr/local/bin/shipyard-init", "status"]
 
 
 def test_slices_land_in_the_volume_as_time_tag_json(stack: Stack):
@@ -323,18 +362,43 @@ def test_closed_slice_is_uploaded_gzipped_with_the_lifecycle_rule(stack: Stack, 
 
 
 def test_report_runs_in_the_collector_container(stack: Stack, shipped: str):
-    local = docker("exec", stack.collector, "shipyard-logs", "report",
-                   "--date", f"{FUTURE:%Y%m%d}", "--root", "/var/log/shipyard",
-                   "--output", "/tmp/future.log")  # fmt: skip
+    local = docker(
+        "exec",
+        stack.collector,
+        "shipyard-logs",
+        "report",
+        "--date",
+        f"{FUTURE:%Y%m%d}",
+        "--root",
+        "/var/log/shipyard",
+        "--output",
+        "/tmp/future.log",
+    )
     assert local == expected_counts(FUTURE_PATHS)
     assert exec_text(stack.collector, "wc", "-l", "/tmp/future.log").split()[0] == "21"
     # The past day is only in S3 now; report reads it with the usual AWS_* variables.
-    remote = docker("exec", "--env", f"AWS_ACCESS_KEY_ID={ACCESS_KEY}",
-                    "--env", f"AWS_SECRET_ACCESS_KEY={stack.secret}",
-                    "--env", "AWS_DEFAULT_REGION=us-east-1", stack.collector,
-                    "shipyard-logs", "report", "--date", f"{PAST:%Y%m%d}",
-                    "--root", "/var/log/shipyard", "--s3", stack.bucket,
-                    "--endpoint-url", "http://s3:5000", "--output", "/tmp/past.log")  # fmt: skip
+    remote = docker(
+        "exec",
+        "--env",
+        f"AWS_ACCESS_KEY_ID={ACCESS_KEY}",
+        "--env",
+        f"AWS_SECRET_ACCESS_KEY={stack.secret}",
+        "--env",
+        "AWS_DEFAULT_REGION=us-east-1",
+        stack.collector,
+        "shipyard-logs",
+        "report",
+        "--date",
+        f"{PAST:%Y%m%d}",
+        "--root",
+        "/var/log/shipyard",
+        "--s3",
+        stack.bucket,
+        "--endpoint-url",
+        "http://s3:5000",
+        "--output",
+        "/tmp/past.log",
+    )
     assert remote == expected_counts(PAST_PATHS)
 
 
@@ -415,8 +479,15 @@ def stream(port: int, acked: list[str], stop_after: Callable[[], bool]) -> None:
 
 def test_zero_config_collector_keeps_every_acked_chunk_across_docker_stop(builds):
     name = f"shipyard-test-collector0-{uuid.uuid4().hex[:8]}"
-    docker("run", "--detach", "--name", name, "--publish", "127.0.0.1::24224",
-           f"{COLLECTOR_IMAGE}:latest")  # fmt: skip
+    docker(
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--publish",
+        "127.0.0.1::24224",
+        f"{COLLECTOR_IMAGE}:latest",
+    )
     try:
         wait_healthy(name)
         assert "uploading" not in logs(name)

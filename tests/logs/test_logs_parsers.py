@@ -63,8 +63,25 @@ def test_without_backslashes_both_expressions_give_the_same_groups(line):
 
 # Pieces that move the request's and trailer's boundaries: runs of spaces, quotes
 # inside and after words, tabs and other whitespace that \\S does not take.
-PIECES = [" ", "  ", '"', "\t", "\u00a0", "a", "GET", "/x", "HTTP/1.1", "-", "200", "12",
-          '" "', '"-"', "]", "x y", '""']  # fmt: skip
+PIECES = [
+    " ",
+    "  ",
+    '"',
+    "\t",
+    "\u00a0",
+    "a",
+    "GET",
+    "/x",
+    "HTTP/1.1",
+    "-",
+    "200",
+    "12",
+    '" "',
+    '"-"',
+    "]",
+    "x y",
+    '""',
+]
 
 
 def random_lines(count: int) -> list[str]:

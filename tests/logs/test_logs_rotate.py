@@ -27,8 +27,9 @@ class Writer:
     def __init__(self, path: Path, count: int, rate: int = 0) -> None:
         self.pid_file = path.with_name("writer.pid")
         args = [PYTHON, str(WRITER), str(path), str(self.pid_file), str(count)]
-        self.proc = subprocess.Popen([*args, *([str(rate)] if rate else [])],
-                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [*args, *([str(rate)] if rate else [])], stdout=subprocess.PIPE, text=True
+        )
         wait_for(self.pid_file.exists, 10, "the writer's pid file")
 
     def wait_done(self) -> None:
@@ -80,11 +81,22 @@ def test_rotation_under_load_loses_no_line(tmp_path, collector_factory, writers)
     agent = Agent(tmp_path, collector)
     access = agent.logdir / "access.log"
     access.touch()
-    rotate = RotateProgram(tmp_path, {
-        "interval": 0.1, "size": "64k", "keep": 2, "pos_dir": str(agent.pos_dir),
-        "files": [{"path": str(access), "reopen_signal": "USR1",
-                   "reopen_pid_file": str(access.with_name("writer.pid"))}],
-    })  # fmt: skip
+    rotate = RotateProgram(
+        tmp_path,
+        {
+            "interval": 0.1,
+            "size": "64k",
+            "keep": 2,
+            "pos_dir": str(agent.pos_dir),
+            "files": [
+                {
+                    "path": str(access),
+                    "reopen_signal": "USR1",
+                    "reopen_pid_file": str(access.with_name("writer.pid")),
+                }
+            ],
+        },
+    )
     agent.start()
     count = 20_000
     writer = Writer(access, count, rate=5000)
@@ -92,8 +104,11 @@ def test_rotation_under_load_loses_no_line(tmp_path, collector_factory, writers)
     rotate.start()
     try:
         writer.wait_done()
-        ids = wait_for(lambda: (i := shipped_ids(collector)) and len(i) >= count and i, 60,
-                       "every line at the collector")  # fmt: skip
+        ids = wait_for(
+            lambda: (i := shipped_ids(collector)) and len(i) >= count and i,
+            60,
+            "every line at the collector",
+        )
         time.sleep(1)  # anything more would be a duplicate
         ids = shipped_ids(collector)
     finally:
@@ -111,11 +126,22 @@ def test_writer_follows_and_old_generations_are_pruned(tmp_path, writers):
     access = tmp_path / "access.log"
     access.touch()
     access.chmod(0o640)
-    rotate = RotateProgram(tmp_path, {
-        "interval": 0.1, "size": "16k", "keep": 3, "pos_dir": "",
-        "files": [{"path": str(access), "reopen_signal": "USR1",
-                   "reopen_pid_file": str(tmp_path / "writer.pid")}],
-    })  # fmt: skip
+    rotate = RotateProgram(
+        tmp_path,
+        {
+            "interval": 0.1,
+            "size": "16k",
+            "keep": 3,
+            "pos_dir": "",
+            "files": [
+                {
+                    "path": str(access),
+                    "reopen_signal": "USR1",
+                    "reopen_pid_file": str(tmp_path / "writer.pid"),
+                }
+            ],
+        },
+    )
     writer = Writer(access, 4000, rate=4000)
     writers.append(writer)
     rotate.start()
@@ -139,10 +165,18 @@ def test_rotation_waits_for_the_agent_until_max_size(tmp_path):
     pos_dir.mkdir()
     log = tmp_path / "error.log"
     log.write_bytes(b"x" * 5000 + b"\n")
-    config = load_config(str(config_file(
-        tmp_path, size="4k", max_size="8k", keep=2, pos_dir=str(pos_dir),
-        files=[{"path": str(log)}],
-    )))  # fmt: skip
+    config = load_config(
+        str(
+            config_file(
+                tmp_path,
+                size="4k",
+                max_size="8k",
+                keep=2,
+                pos_dir=str(pos_dir),
+                files=[{"path": str(log)}],
+            )
+        )
+    )
     rotator = Rotator(config)
     first = log.stat().st_ino
 
@@ -173,9 +207,17 @@ def test_a_generation_the_agent_has_not_read_is_kept(tmp_path):
     size = pending.stat().st_size
     pos = pos_dir / "error.pos"
     pos.write_bytes(render_positions([(str(log), pending.stat().st_ino, size - 1)]))
-    config = load_config(str(config_file(
-        tmp_path, size="1M", keep=2, pos_dir=str(pos_dir), files=[{"path": str(log)}],
-    )))  # fmt: skip
+    config = load_config(
+        str(
+            config_file(
+                tmp_path,
+                size="1M",
+                keep=2,
+                pos_dir=str(pos_dir),
+                files=[{"path": str(log)}],
+            )
+        )
+    )
     rotator = Rotator(config)
 
     rotator.run_once()
@@ -194,10 +236,17 @@ def test_files_their_writer_rotates_are_only_pruned(tmp_path):
         os.utime(tmp_path / name, (1_000_000 + n, 1_000_000 + n))
     pos_dir = tmp_path / "pos"
     pos_dir.mkdir()
-    config = load_config(str(config_file(
-        tmp_path, size="1", keep=2, pos_dir=str(pos_dir),
-        files=[{"path": str(tmp_path / "*.json"), "rotate": False}],
-    )))  # fmt: skip
+    config = load_config(
+        str(
+            config_file(
+                tmp_path,
+                size="1",
+                keep=2,
+                pos_dir=str(pos_dir),
+                files=[{"path": str(tmp_path / "*.json"), "rotate": False}],
+            )
+        )
+    )
     rotator = Rotator(config)
     # names[0] is past 2 x keep and goes anyway; the agent has not found the rest yet.
     rotator.run_once()
@@ -215,10 +264,17 @@ def test_one_reopen_per_round_for_files_that_share_it(tmp_path):
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     for log in logs:
         log.write_bytes(b"z" * 2048)
-    config = load_config(str(config_file(
-        tmp_path, size="1k", keep=1, pos_dir="",
-        files=[{"path": str(log), "reopen_command": command} for log in logs],
-    )))  # fmt: skip
+    config = load_config(
+        str(
+            config_file(
+                tmp_path,
+                size="1k",
+                keep=1,
+                pos_dir="",
+                files=[{"path": str(log), "reopen_command": command} for log in logs],
+            )
+        )
+    )
     Rotator(config).run_once()
     assert marker.read_text() == "x"
     assert all(log.stat().st_size == 0 and len(rotated(log)) == 1 for log in logs)
@@ -231,12 +287,14 @@ def test_one_reopen_per_round_for_files_that_share_it(tmp_path):
         ({"keep": 0}, "rotate.keep"),
         ({"size": "8M", "max_size": "4M"}, "rotate.max_size"),
         ({"files": [{"path": "/x.log", "reopen_signal": "USR1"}]}, "reopen_pid_file"),
-        ({"files": [{"path": "/x.log", "reopen_signal": "NOPE", "reopen_pid_file": "/p"}]},
-         "reopen_signal"),
+        (
+            {"files": [{"path": "/x.log", "reopen_signal": "NOPE", "reopen_pid_file": "/p"}]},
+            "reopen_signal",
+        ),
         ({"files": [{"path": "x.log"}]}, "files[0].path"),
         ({"files": [{"path": "/x.log", "colour": "red"}]}, "colour"),
     ],
-)  # fmt: skip
+)
 def test_bad_configuration_is_refused_naming_the_key(tmp_path, settings, names):
     config = {"files": [{"path": "/x.log"}], **settings}
     with pytest.raises(ConfigError, match=re.escape(names)):
@@ -252,7 +310,11 @@ def test_environment_overrides_and_check_config(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(COMMON), "SHIPYARD_ROTATE_SIZE": "huge"}
     proc = subprocess.run(
         [PYTHON, "-m", "shipyard_logs.rotate", "--config", str(path), "--check-config"],
-        capture_output=True, text=True, env=env, timeout=30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
     assert proc.returncode == 78
     assert "rotate.size" in proc.stderr

@@ -180,8 +180,11 @@ prefix = "audit/"
 
     s3 = moto.client()
     web_key, audit_key = f"web/{SLICE}.gz", f"audit/{SLICE}.gz"
-    found = wait_for(lambda: len(s3_objects(s3, bucket)) == 2 and s3_objects(s3, bucket), 20,
-                     "both s3 matches to upload")  # fmt: skip
+    found = wait_for(
+        lambda: len(s3_objects(s3, bucket)) == 2 and s3_objects(s3, bucket),
+        20,
+        "both s3 matches to upload",
+    )
     assert set(found) == {web_key, audit_key}
     assert s3_tags(s3, bucket, web_key) == {"apache.access": 1, "php.error": 1}
     assert s3_tags(s3, bucket, audit_key) == {"audit.login": 1}
@@ -264,55 +267,115 @@ MATCH = '[[match]]\npattern = "a.**"\ntype = "file"\npath = "a"\n'
     ("config", "env", "message"),
     [
         ('[[match]]\ntype = "file"\n', {}, "collector.match[0].pattern: is empty"),
-        (MATCH + '[[match]]\npattern = "{b,c"\ntype = "file"\n', {},
-         "collector.match[1].pattern: '{b,c' has a '{' without '}'"),
-        ('[[match]]\npattern = "a"\ntype = "kafka"\n', {},
-         "collector.match[0].type must be file or s3, not 'kafka'"),
+        (
+            MATCH + '[[match]]\npattern = "{b,c"\ntype = "file"\n',
+            {},
+            "collector.match[1].pattern: '{b,c' has a '{' without '}'",
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "kafka"\n',
+            {},
+            "collector.match[0].type must be file or s3, not 'kafka'",
+        ),
         ('[[match]]\npattern = "a"\n', {}, "collector.match[0].type must be file or s3"),
         (MATCH + MATCH, {}, 'collector.match[1].path "a" is used by match[0]'),
-        ('[[match]]\npattern = "a"\ntype = "file"\n[[match]]\npattern = "b"\ntype = "file"\n',
-         {}, 'collector.match[1].path "" is used by match[0]'),
-        ('[[match]]\npattern = "a"\ntype = "file"\npath = "../x"\n', {},
-         'collector.match[0].path "../x" must be one directory name'),
-        ('[[match]]\npattern = "a"\ntype = "file"\npath = "unmatched"\n', {},
-         'collector.match[0].path "unmatched"'),
-        ('[[match]]\npattern = "a"\ntype = "file"\npath = "logs"\n', {},
-         'collector.match[0].path "logs"'),
-        ('[[match]]\npattern = "a"\ntype = "s3"\n', {},
-         "collector.match[0].s3.bucket is required for type s3"),
-        ('[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nprefix = "p"\n', {},
-         "collector.match[0].s3.bucket is required for type s3"),
-        (MATCH + '[[match]]\npattern = "b"\ntype = "file"\npath = "b"\ncolour = "red"\n', {},
-         "collector.match[1]: unknown key(s) colour"),
-        ('[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\nbukket = "c"\n', {},
-         "collector.match[0].s3: unknown key(s) bukket"),
-        ('[[match]]\npattern = "a"\ntype = "file"\n[match.s3]\nbucket = "b"\n', {},
-         "collector.match[0].s3 is only used with type s3"),
-        ('[[match]]\npattern = "a"\ntype = "file"\ntime_slice_format = "%Y%m%d"\n', {},
-         "collector.match[0].time_slice_format: time_slice_format must contain ${host}"),
-        ('[[match]]\npattern = "a"\ntype = "file"\ntime_slice_wait = "soon"\n', {},
-         "collector.match[0].time_slice_wait: expected float"),
-        ('[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\n'
-         '[[match]]\npattern = "b"\ntype = "s3"\npath = "b"\n[match.s3]\nbucket = "b"\n', {},
-         'collector.match[1].s3.prefix "" in bucket "b" is used by match[0]'),
+        (
+            '[[match]]\npattern = "a"\ntype = "file"\n[[match]]\npattern = "b"\ntype = "file"\n',
+            {},
+            'collector.match[1].path "" is used by match[0]',
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "file"\npath = "../x"\n',
+            {},
+            'collector.match[0].path "../x" must be one directory name',
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "file"\npath = "unmatched"\n',
+            {},
+            'collector.match[0].path "unmatched"',
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "file"\npath = "logs"\n',
+            {},
+            'collector.match[0].path "logs"',
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "s3"\n',
+            {},
+            "collector.match[0].s3.bucket is required for type s3",
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nprefix = "p"\n',
+            {},
+            "collector.match[0].s3.bucket is required for type s3",
+        ),
+        (
+            MATCH + '[[match]]\npattern = "b"\ntype = "file"\npath = "b"\ncolour = "red"\n',
+            {},
+            "collector.match[1]: unknown key(s) colour",
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\nbukket = "c"\n',
+            {},
+            "collector.match[0].s3: unknown key(s) bukket",
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "file"\n[match.s3]\nbucket = "b"\n',
+            {},
+            "collector.match[0].s3 is only used with type s3",
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "file"\ntime_slice_format = "%Y%m%d"\n',
+            {},
+            "collector.match[0].time_slice_format: time_slice_format must contain ${host}",
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "file"\ntime_slice_wait = "soon"\n',
+            {},
+            "collector.match[0].time_slice_wait: expected float",
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\n'
+            '[[match]]\npattern = "b"\ntype = "s3"\npath = "b"\n[match.s3]\nbucket = "b"\n',
+            {},
+            'collector.match[1].s3.prefix "" in bucket "b" is used by match[0]',
+        ),
         ('match = "a.**"\n', {}, "collector.match must be an array of tables"),
         ('[s3]\nbucket = "b"\n' + MATCH, {}, "collector.s3.bucket is not used with [[match]]"),
-        (MATCH, {"SHIPYARD_COLLECTOR_S3_BUCKET": "b"},
-         "collector.s3.bucket is not used with [[match]]"),
-        (MATCH, {"SHIPYARD_COLLECTOR_MATCH_3_S3_ACCESS_KEY_ID": "k"},
-         "SHIPYARD_COLLECTOR_MATCH_3_S3_ACCESS_KEY_ID: there is no collector.match[3]"),
-        (MATCH, {"SHIPYARD_COLLECTOR_MATCH_0_S3_ACCESS_KEY_ID": "k"},
-         "SHIPYARD_COLLECTOR_MATCH_0_S3_ACCESS_KEY_ID: collector.match[0] is not of type s3"),
-        ("", {"SHIPYARD_COLLECTOR_MATCH_0_PATTERN": "a"},
-         "SHIPYARD_COLLECTOR_MATCH_0_PATTERN: expected SHIPYARD_COLLECTOR_MATCH_<N>_S3_<KEY>"),
-        ('[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\n'
-         'secret_access_key_file = "/nonexistent/secret"\naccess_key_id = "k"\n', {},
-         "collector.match[0].s3.secret_access_key_file: cannot read /nonexistent/secret"),
-        ('[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\n'
-         'access_key_id = "k"\n', {},
-         "collector.match[0].s3: access_key_id and secret_access_key go together"),
+        (
+            MATCH,
+            {"SHIPYARD_COLLECTOR_S3_BUCKET": "b"},
+            "collector.s3.bucket is not used with [[match]]",
+        ),
+        (
+            MATCH,
+            {"SHIPYARD_COLLECTOR_MATCH_3_S3_ACCESS_KEY_ID": "k"},
+            "SHIPYARD_COLLECTOR_MATCH_3_S3_ACCESS_KEY_ID: there is no collector.match[3]",
+        ),
+        (
+            MATCH,
+            {"SHIPYARD_COLLECTOR_MATCH_0_S3_ACCESS_KEY_ID": "k"},
+            "SHIPYARD_COLLECTOR_MATCH_0_S3_ACCESS_KEY_ID: collector.match[0] is not of type s3",
+        ),
+        (
+            "",
+            {"SHIPYARD_COLLECTOR_MATCH_0_PATTERN": "a"},
+            "SHIPYARD_COLLECTOR_MATCH_0_PATTERN: expected SHIPYARD_COLLECTOR_MATCH_<N>_S3_<KEY>",
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\n'
+            'secret_access_key_file = "/nonexistent/secret"\naccess_key_id = "k"\n',
+            {},
+            "collector.match[0].s3.secret_access_key_file: cannot read /nonexistent/secret",
+        ),
+        (
+            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\n'
+            'access_key_id = "k"\n',
+            {},
+            "collector.match[0].s3: access_key_id and secret_access_key go together",
+        ),
     ],
-)  # fmt: skip
+)
 def test_configuration_errors_name_the_key(tmp_path: Path, config: str, env: dict, message: str):
     code, output = check_config(tmp_path, config, env)
     assert code == 78, output

@@ -4,7 +4,7 @@
 It reads a declarative TOML service file, runs one-shot steps and long-running
 services in order, gates each long-running service on a readiness probe, and
 stops everything in reverse order with per-service signals and timeouts.
-DESIGN.md, decision 3, explains why this exists instead of supervisord, runit
+docs/architecture.md, decision 3, explains why this exists instead of supervisord, runit
 or s6.
 
 Usage:

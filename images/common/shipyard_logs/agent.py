@@ -279,8 +279,12 @@ class Tail:
                 if watcher is None:
                     log.warning("%s (inode %d) is gone; its unread tail is lost", path, inode)
                     continue
-                log.info("%s rotated while the agent was down; reading inode %d at %s to its end",
-                         path, inode, moved)  # fmt: skip
+                log.info(
+                    "%s rotated while the agent was down; reading inode %d at %s to its end",
+                    path,
+                    inode,
+                    moved,
+                )
                 watcher.path = path
                 watcher.rotated_at = time.monotonic()
             elif os.fstat(watcher.fd).st_size < offset:
@@ -311,8 +315,12 @@ class Tail:
                 log.info("%s rotated (inode %d -> %d)", watcher.path, watcher.inode, st.st_ino)
                 self._add(watcher.path, from_head=True)
             elif st.st_size < watcher.offset:
-                log.info("%s truncated (%d < %d); reading from 0", watcher.path, st.st_size,
-                         watcher.offset)  # fmt: skip
+                log.info(
+                    "%s truncated (%d < %d); reading from 0",
+                    watcher.path,
+                    st.st_size,
+                    watcher.offset,
+                )
                 watcher.offset = 0
         if scan:
             for pattern in self.source.paths:
@@ -659,8 +667,12 @@ class Shipper:
         self.failures += 1
         delay = min(0.2 * 2 ** (self.failures - 1), self.config.retry_max_interval)
         self.retry_at = time.monotonic() + delay
-        log.warning("collector %s:%d: %s; retrying in %.1fs", *self.config.collector,
-                    exc or type(exc).__name__, delay)  # fmt: skip
+        log.warning(
+            "collector %s:%d: %s; retrying in %.1fs",
+            *self.config.collector,
+            exc or type(exc).__name__,
+            delay,
+        )
 
     def _close(self) -> None:
         if self.sock is not None:
@@ -686,8 +698,9 @@ class Agent:
             source.pos_file.parent.mkdir(parents=True, exist_ok=True)
         replay = read_inflight(self.inflight)
         if replay:
-            log.info("resending %d unacked lines from the previous run",
-                     sum(s.lines for s in replay))  # fmt: skip
+            log.info(
+                "resending %d unacked lines from the previous run", sum(s.lines for s in replay)
+            )
         self.shipper.start(replay)
         # The tails start from the committed positions, so the replay has to
         # be committed first, or its lines would be read again under new ids.

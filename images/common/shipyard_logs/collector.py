@@ -187,8 +187,9 @@ class Collector:
             lock = locks.setdefault((route.s3.endpoint_url, route.s3.bucket), asyncio.Lock())
             uploader = Uploader(route.store, self.writer, route.s3, route.time_slice_wait, lock)
             self._uploader_tasks.append(asyncio.create_task(uploader.run()))
-            log.info("%s: uploading closed slices under %s to %r",
-                     route.name, route.store.root, route.s3)  # fmt: skip
+            log.info(
+                "%s: uploading closed slices under %s to %r", route.name, route.store.root, route.s3
+            )
         for route in self.router.all_routes:
             if route.s3 is None:
                 log.info("%s: keeping slices under %s", route.name, route.store.root)

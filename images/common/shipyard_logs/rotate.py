@@ -239,8 +239,9 @@ def reopen(action: Reopen) -> None:
             action.command, capture_output=True, text=True, timeout=30, check=False
         )
         if proc.returncode != 0:
-            log.warning("%s exited with %d: %s", action.command[0], proc.returncode,
-                        proc.stderr.strip())  # fmt: skip
+            log.warning(
+                "%s exited with %d: %s", action.command[0], proc.returncode, proc.stderr.strip()
+            )
         return
     assert action.signal is not None and action.pid_file is not None
     pid = int(action.pid_file.read_text().strip())
@@ -257,9 +258,13 @@ class Rotator:
         self._told: set[tuple[str, int]] = set()  # (what, inode) already logged
 
     def run(self) -> int:
-        log.info("rotating above %d bytes every %gs, keeping %d; forced at %d bytes",
-                 self.config.size, self.config.interval, self.config.keep,
-                 self.config.max_size)  # fmt: skip
+        log.info(
+            "rotating above %d bytes every %gs, keeping %d; forced at %d bytes",
+            self.config.size,
+            self.config.interval,
+            self.config.keep,
+            self.config.max_size,
+        )
         while True:
             self.run_once()
             if self.stop.wait(self.config.interval):
@@ -291,11 +296,21 @@ class Rotator:
             return False
         if offsets is not None and st.st_ino not in offsets:
             if st.st_size < self.config.max_size:
-                self._once("defer", st.st_ino, "deferring rotation of %s (%d bytes): the log "
-                           "agent has not shipped from it yet", path, st.st_size)  # fmt: skip
+                self._once(
+                    "defer",
+                    st.st_ino,
+                    "deferring rotation of %s (%d bytes): the log "
+                    "agent has not shipped from it yet",
+                    path,
+                    st.st_size,
+                )
                 return False
-            log.warning("rotating %s at %d bytes although the log agent has not shipped from "
-                        "it (max_size reached)", path, st.st_size)  # fmt: skip
+            log.warning(
+                "rotating %s at %d bytes although the log agent has not shipped from "
+                "it (max_size reached)",
+                path,
+                st.st_size,
+            )
         target = rotate_file(path)
         log.info("rotated %s (%d bytes) to %s", path, st.st_size, target.name)
         return True
@@ -313,12 +328,19 @@ class Rotator:
             st = candidate.stat()
             if unread(st, offsets, known=entry.rotate):
                 if index >= forced:
-                    self._once("keep", st.st_ino, "keeping %s beyond keep=%d: the log agent "
-                               "has not read it to its end", candidate,
-                               self.config.keep)  # fmt: skip
+                    self._once(
+                        "keep",
+                        st.st_ino,
+                        "keeping %s beyond keep=%d: the log agent has not read it to its end",
+                        candidate,
+                        self.config.keep,
+                    )
                     continue
-                log.warning("removing %s although the log agent has not read it to its end "
-                            "(more than 2 x keep old files)", candidate)  # fmt: skip
+                log.warning(
+                    "removing %s although the log agent has not read it to its end "
+                    "(more than 2 x keep old files)",
+                    candidate,
+                )
             candidate.unlink()
             log.info("removed %s", candidate)
 

@@ -361,8 +361,7 @@ class Router:
             raise RuntimeError(f"no route for tag {tag!r} and no unmatched store")
         if tag not in self._warned and len(self._warned) < MAX_WARNED_TAGS:
             self._warned.add(tag)
-            log.warning("tag %r matches no [[match]] pattern; storing it under %s/",
-                        tag, UNMATCHED)  # fmt: skip
+            log.warning("tag %r matches no [[match]] pattern; storing it under %s/", tag, UNMATCHED)
         return self.unmatched
 
     def store(self, frames: Iterable[Frame], peer: str) -> StoreResult:

@@ -40,8 +40,14 @@ log = logging.getLogger("shipyard_logs.slices")
 DEFAULT_TIME_SLICE_FORMAT = "%Y%m%d/${host}-%H"
 HOST_PLACEHOLDER = "${host}"
 HOST_KEYS = ("source_host", "hostname", "host")
-_DIRECTIVES = {"Y": r"(?P<Y>\d{4})", "m": r"(?P<m>\d{2})", "d": r"(?P<d>\d{2})",
-               "H": r"(?P<H>\d{2})", "M": r"(?P<M>\d{2})", "j": r"(?P<j>\d{3})"}  # fmt: skip
+_DIRECTIVES = {
+    "Y": r"(?P<Y>\d{4})",
+    "m": r"(?P<m>\d{2})",
+    "d": r"(?P<d>\d{2})",
+    "H": r"(?P<H>\d{2})",
+    "M": r"(?P<M>\d{2})",
+    "j": r"(?P<j>\d{3})",
+}
 _UNSAFE_HOST = re.compile(r"[^A-Za-z0-9._-]")
 JOURNAL_NAME = ".collector/journal"
 MAX_JOURNAL_BYTES = 8 * 1024 * 1024
@@ -116,8 +122,9 @@ class SliceLayout:
             if parts.get("j"):
                 day = datetime.strptime(f"{parts['Y']}{parts['j']}", "%Y%j").replace(tzinfo=UTC)
             else:
-                day = datetime(int(parts["Y"]), int(parts.get("m") or 1),
-                               int(parts.get("d") or 1), tzinfo=UTC)  # fmt: skip
+                day = datetime(
+                    int(parts["Y"]), int(parts.get("m") or 1), int(parts.get("d") or 1), tzinfo=UTC
+                )
         except ValueError:
             return None
         start = day.timestamp() + int(parts.get("H") or 0) * 3600 + int(parts.get("M") or 0) * 60

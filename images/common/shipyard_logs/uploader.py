@@ -146,9 +146,13 @@ def ensure_lifecycle(client: Any, settings: S3Settings) -> None:  # noqa: ANN401
     client.put_bucket_lifecycle_configuration(
         Bucket=settings.bucket, LifecycleConfiguration={"Rules": [*others, wanted]}
     )
-    log.info("lifecycle rule %s: %s objects to %s after %d days",
-             settings.rule_id, wanted["Filter"],
-             settings.archive_storage_class, settings.archive_after_days)  # fmt: skip
+    log.info(
+        "lifecycle rule %s: %s objects to %s after %d days",
+        settings.rule_id,
+        wanted["Filter"],
+        settings.archive_storage_class,
+        settings.archive_after_days,
+    )
 
 
 def _remote_md5(client: Any, bucket: str, key: str) -> str | None:  # noqa: ANN401
@@ -259,8 +263,9 @@ class Uploader:
             self._failures[rel] = failures
             delay = self._backoff(failures)
             self._next_try[rel] = time.time() + delay
-            log.warning("upload of %s failed (attempt %d, next in %.0fs): %s",
-                        rel, failures, delay, exc)  # fmt: skip
+            log.warning(
+                "upload of %s failed (attempt %d, next in %.0fs): %s", rel, failures, delay, exc
+            )
             return
         if self.settings.retention_days > 0:
             local = self.store.root / key.removeprefix(self.settings.prefix)

@@ -14,7 +14,6 @@ import os
 import re
 import socket
 import stat
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,10 +22,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from testinfra.host import Host
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from container_checks import docker, inspect, logs, wait_exited
+from testinfra.host import Host
 
 DOCKER_HOST_CONTAINER = "shipyard-molecule-dockerhost"
 NAME = "shipyard"

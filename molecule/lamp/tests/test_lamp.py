@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -29,11 +28,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from testinfra.host import Host
-
-# The scenarios' shared docker checks live beside them in molecule/.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from container_checks import address, docker, inspect, logs, wait_healthy
+from testinfra.host import Host
 
 IMAGE = "shipyard/lamp:latest"
 PAGE = "/shipyard-test.php"
@@ -222,13 +218,19 @@ def test_odd_names_and_init_files(run_container: RunContainer, tmp_path: Path) -
     executed.write_text("#!/bin/bash\nmariadb --protocol=socket -e 'CREATE DATABASE exec_ran'\n")
     executed.chmod(0o755)
     name = run_container(
-        "--env", "MARIADB_ROOT_PASSWORD_FILE=/run/secrets/root",
-        "--env", f"MARIADB_DATABASE={database}",
-        "--env", f"MARIADB_USER={user}",
-        "--env", f"MARIADB_PASSWORD={password}",
-        "--volume", f"{secrets}:/run/secrets:ro",
-        "--volume", f"{initdb}:/docker-entrypoint-initdb.d:ro",
-    )  # fmt: skip
+        "--env",
+        "MARIADB_ROOT_PASSWORD_FILE=/run/secrets/root",
+        "--env",
+        f"MARIADB_DATABASE={database}",
+        "--env",
+        f"MARIADB_USER={user}",
+        "--env",
+        f"MARIADB_PASSWORD={password}",
+        "--volume",
+        f"{secrets}:/run/secrets:ro",
+        "--volume",
+        f"{initdb}:/docker-entrypoint-initdb.d:ro",
+    )
     wait_healthy(name)
     quoted = "`" + database.replace("`", "``") + "`"
     seeded = f"SELECT id FROM {quoted}.seeded ORDER BY id"  # noqa: S608 - a quoted identifier
@@ -239,10 +241,18 @@ def test_odd_names_and_init_files(run_container: RunContainer, tmp_path: Path) -
     assert sql(name, "SELECT CURRENT_USER()", user=user, password=password).strip() == (f"{user}@%")
     # The root password came from the file: root with it over the socket, as another OS user.
     as_www = docker(
-        "exec", "--user", "www-data", "--env", "MYSQL_PWD=root pw from a file", name,
-        "mariadb", "--protocol=socket", "--user=root", "--execute=SELECT 1",
+        "exec",
+        "--user",
+        "www-data",
+        "--env",
+        "MYSQL_PWD=root pw from a file",
+        name,
+        "mariadb",
+        "--protocol=socket",
+        "--user=root",
+        "--execute=SELECT 1",
         check=False,
-    )  # fmt: skip
+    )
     assert as_www.returncode == 0, as_www.stderr
 
     docker("restart", name)

@@ -20,7 +20,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -33,10 +32,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from fluent import sender
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from container_checks import address, docker, wait_healthy
+from fluent import sender
 
 S3 = "shipyard-molecule-logging-s3"
 COLLECTOR = "shipyard-molecule-logging-collector"
@@ -186,10 +183,13 @@ def agent_caught_up() -> bool:
     under the same path), so the current file is found by its inode.
     """
     proc = docker(
-        "exec", LAMP, "sh", "-c",
+        "exec",
+        LAMP,
+        "sh",
+        "-c",
         f"stat -c '%s %i' {ACCESS_LOG}; cat /var/lib/shipyard/log-agent/apache.access.pos",
         check=False,
-    )  # fmt: skip
+    )
     lines = proc.stdout.split("\n")
     if proc.returncode != 0 or len(lines[0].split()) != 2:
         return False
@@ -210,9 +210,12 @@ def kill_and_restart_collector() -> None:
 
 def rotate_by_rename() -> None:
     docker(
-        "exec", LAMP, "sh", "-c",
+        "exec",
+        LAMP,
+        "sh",
+        "-c",
         f"mv {ACCESS_LOG} {ACCESS_LOG}.manual && kill -USR1 $(cat /run/apache2/apache2.pid)",
-    )  # fmt: skip
+    )
 
 
 def rotate_by_copytruncate() -> None:
@@ -322,9 +325,20 @@ def wait_for_record(predicate: Callable[[Record], bool], what: str, subdir: str 
 def test_postgresql_lines_arrive_tagged() -> None:
     marker = f"shipyard_missing_{RUN}"
     proc = docker(
-        "exec", "-u", "postgres", PG, "psql", "-X", "-h", "/run/postgresql", "-d", "postgres",
-        "-c", f"SELECT {marker}()", check=False,
-    )  # fmt: skip
+        "exec",
+        "-u",
+        "postgres",
+        PG,
+        "psql",
+        "-X",
+        "-h",
+        "/run/postgresql",
+        "-d",
+        "postgres",
+        "-c",
+        f"SELECT {marker}()",
+        check=False,
+    )
     assert proc.returncode != 0
     wait_for_record(
         lambda r: (
@@ -357,11 +371,22 @@ def test_malformed_line_arrives_as_unparsed() -> None:
 def test_docker_fluentd_log_driver_delivers_with_ack() -> None:
     marker = f"from-docker-{RUN}"
     docker(
-        "run", "--rm", "--log-driver", "fluentd",
-        "--log-opt", f"fluentd-address=tcp://{address(COLLECTOR)}:24224",
-        "--log-opt", "fluentd-request-ack=true", "--log-opt", "tag=docker.interop",
-        "--entrypoint", "sh", "shipyard/log-collector:latest", "-c", f"echo {marker}",
-    )  # fmt: skip
+        "run",
+        "--rm",
+        "--log-driver",
+        "fluentd",
+        "--log-opt",
+        f"fluentd-address=tcp://{address(COLLECTOR)}:24224",
+        "--log-opt",
+        "fluentd-request-ack=true",
+        "--log-opt",
+        "tag=docker.interop",
+        "--entrypoint",
+        "sh",
+        "shipyard/log-collector:latest",
+        "-c",
+        f"echo {marker}",
+    )
     wait_for_record(
         lambda r: r[1] == "docker.interop" and r[2].get("log") == marker, "the log driver's line"
     )
@@ -388,12 +413,25 @@ def test_report_matches_an_independent_count(stream: Requests) -> None:
     first_day = records[0][0][:10]  # YYYY-MM-DD of an ISO 8601 time
     expected = collections.Counter(r[2]["path"] for r in records if r[0].startswith(first_day))
     day = first_day.replace("-", "")
-    env = [f"--env=AWS_ACCESS_KEY_ID={S3_KEYS['aws_access_key_id']}",
-           f"--env=AWS_SECRET_ACCESS_KEY={S3_KEYS['aws_secret_access_key']}"]  # fmt: skip
+    env = [
+        f"--env=AWS_ACCESS_KEY_ID={S3_KEYS['aws_access_key_id']}",
+        f"--env=AWS_SECRET_ACCESS_KEY={S3_KEYS['aws_secret_access_key']}",
+    ]
     proc = docker(
-        "exec", *env, COLLECTOR, "shipyard-logs", "report", "--date", day, "--output", "/dev/null",
-        "--s3", f"{BUCKET}/{PREFIX.rstrip('/')}", "--endpoint-url", "http://s3:5000",
-    )  # fmt: skip
+        "exec",
+        *env,
+        COLLECTOR,
+        "shipyard-logs",
+        "report",
+        "--date",
+        day,
+        "--output",
+        "/dev/null",
+        "--s3",
+        f"{BUCKET}/{PREFIX.rstrip('/')}",
+        "--endpoint-url",
+        "http://s3:5000",
+    )
     got = {}
     for line in proc.stdout.splitlines():
         path, count = line.rsplit("\t", 1)
@@ -432,10 +470,18 @@ def run_role(*extra: str, verbose: bool = False) -> subprocess.CompletedProcess:
         ANSIBLE_ROLES_PATH=str(PROJECT / "roles"),
     )
     return subprocess.run(
-        [str(PROJECT / ".venv/bin/ansible-playbook"), *(["-v"] if verbose else []),
-         *extra, str(SCENARIO / "converge.yml")],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
-    )  # fmt: skip
+        [
+            str(PROJECT / ".venv/bin/ansible-playbook"),
+            *(["-v"] if verbose else []),
+            *extra,
+            str(SCENARIO / "converge.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
 
 
 def collector_config() -> str:
@@ -447,13 +493,17 @@ def collector_config() -> str:
     [
         ('{"log_shipping_matches": [{"pattern": "**", "type": "ftp"}]}', "log_shipping_matches"),
         ('{"log_shipping_matches": [{"pattern": "**", "buckit": "x"}]}', "buckit"),
-        ('{"log_shipping_matches": [{"pattern": "**", "type": "s3"}]}',
-         "log_shipping_matches[0].bucket is required for type s3"),
-        ('{"log_shipping_sources": [{"container": "x", "path": "/a", "tag": "bad tag"}]}',
-         'log_shipping_sources[0].tag "bad tag" must be dot-separated words'),
+        (
+            '{"log_shipping_matches": [{"pattern": "**", "type": "s3"}]}',
+            "log_shipping_matches[0].bucket is required for type s3",
+        ),
+        (
+            '{"log_shipping_sources": [{"container": "x", "path": "/a", "tag": "bad tag"}]}',
+            'log_shipping_sources[0].tag "bad tag" must be dot-separated words',
+        ),
         ('{"log_shipping_collector_port": "many"}', "log_shipping_collector_port"),
     ],
-)  # fmt: skip
+)
 def test_invalid_variable_fails_early_naming_it(override: str, message: str) -> None:
     before = collector_config()
     proc = run_role("-e", override)

@@ -21,18 +21,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from testinfra.host import Host
-
-# The scenarios' shared docker checks live beside them in molecule/.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from container_checks import address, docker, inspect, logs, wait_exited, wait_healthy
+from testinfra.host import Host
 
 IMAGE = "shipyard/postgresql:17"
 SOCKET_DIR = "/run/postgresql"
@@ -56,11 +52,26 @@ def psql(
     env = ["--env", f"PGPASSWORD={password}"] if password is not None else []
     host = address(container) if tcp else SOCKET_DIR
     proc = docker(
-        "exec", "--user", os_user, *env, container,
-        "psql", "--no-psqlrc", "--no-password", "--tuples-only", "--no-align",
-        "--host", host, "--username", user, "--dbname", database, "--command", sql,
+        "exec",
+        "--user",
+        os_user,
+        *env,
+        container,
+        "psql",
+        "--no-psqlrc",
+        "--no-password",
+        "--tuples-only",
+        "--no-align",
+        "--host",
+        host,
+        "--username",
+        user,
+        "--dbname",
+        database,
+        "--command",
+        sql,
         check=False,
-    )  # fmt: skip
+    )
     if check and proc.returncode != 0:
         pytest.fail(f"psql {sql!r} as {user} failed: {proc.stderr.strip()}")
     return proc
@@ -130,8 +141,10 @@ def test_services_run_as_postgres(instance: str) -> None:
     }
     # The log agent and the log pruner run beside the server (images/postgresql/README.md).
     assert sorted(services.values()) == [
-        ("log-age+", "shipyard-logs"), ("postgres", "postgres"), ("root", "shipyard-log-ro"),
-    ], by_pid  # fmt: skip
+        ("log-age+", "shipyard-logs"),
+        ("postgres", "postgres"),
+        ("root", "shipyard-log-ro"),
+    ], by_pid
     postmaster = [pid for pid, (user, _) in services.items() if user == "postgres"]
     assert by_pid[postmaster[0]][1:] == ("postgres", "postgres")
     children = [(user, comm) for ppid, user, comm in by_pid.values() if ppid == postmaster[0]]
@@ -188,9 +201,20 @@ def test_tcp_login_from_another_container(instance: str, app: dict[str, str]) ->
         f"postgresql://{app['user']}@{address(instance)}:5432/{app['database'].replace(' ', '%20')}"
     )
     client = [
-        "run", "--rm", "--entrypoint", "psql", "--env", f"PGPASSWORD={app['password']}", IMAGE,
-        "--no-psqlrc", "--tuples-only", "--no-align", url, "--command", "SELECT current_user",
-    ]  # fmt: skip
+        "run",
+        "--rm",
+        "--entrypoint",
+        "psql",
+        "--env",
+        f"PGPASSWORD={app['password']}",
+        IMAGE,
+        "--no-psqlrc",
+        "--tuples-only",
+        "--no-align",
+        url,
+        "--command",
+        "SELECT current_user",
+    ]
     assert docker(*client).stdout.strip() == app["user"]
 
 
@@ -304,13 +328,19 @@ def test_password_file_odd_names_initdb_args_and_conf_d(
     (conf_d / "50-test.conf").chmod(0o644)
     user, database = "Odd User", 'db; DROP TABLE "x"'
     name = run_container(
-        "--env", "POSTGRES_PASSWORD_FILE=/run/secrets/pg",
-        "--env", f"POSTGRES_USER={user}",
-        "--env", f"POSTGRES_DB={database}",
-        "--env", "POSTGRES_INITDB_ARGS=--data-checksums --auth-local=peer",
-        "--volume", f"{secret}:/run/secrets/pg:ro",
-        "--volume", f"{conf_d}:/etc/postgresql/conf.d:ro",
-    )  # fmt: skip
+        "--env",
+        "POSTGRES_PASSWORD_FILE=/run/secrets/pg",
+        "--env",
+        f"POSTGRES_USER={user}",
+        "--env",
+        f"POSTGRES_DB={database}",
+        "--env",
+        "POSTGRES_INITDB_ARGS=--data-checksums --auth-local=peer",
+        "--volume",
+        f"{secret}:/run/secrets/pg:ro",
+        "--volume",
+        f"{conf_d}:/etc/postgresql/conf.d:ro",
+    )
     wait_healthy(name)
     login = {"user": user, "database": database, "password": "file-Secret-3", "tcp": True}
     got = psql(

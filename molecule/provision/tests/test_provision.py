@@ -60,16 +60,39 @@ def docker(
 
 def pg_login(user: str, db: str) -> subprocess.CompletedProcess:
     return docker(
-        "exec", "-e", f"PGPASSWORD={PASSWORDS[user]}", PG,
-        "psql", "-X", "-h", "127.0.0.1", "-U", user, "-d", db, "-Atc", "SELECT current_user",
-    )  # fmt: skip
+        "exec",
+        "-e",
+        f"PGPASSWORD={PASSWORDS[user]}",
+        PG,
+        "psql",
+        "-X",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        user,
+        "-d",
+        db,
+        "-Atc",
+        "SELECT current_user",
+    )
 
 
 def maria_login(user: str, db: str) -> subprocess.CompletedProcess:
     return docker(
-        "exec", "-e", f"MYSQL_PWD={PASSWORDS[user]}", LAMP,
-        "mariadb", "-h", "127.0.0.1", "-u", user, "-D", db, "-Nse", "SELECT current_user()",
-    )  # fmt: skip
+        "exec",
+        "-e",
+        f"MYSQL_PWD={PASSWORDS[user]}",
+        LAMP,
+        "mariadb",
+        "-h",
+        "127.0.0.1",
+        "-u",
+        user,
+        "-D",
+        db,
+        "-Nse",
+        "SELECT current_user()",
+    )
 
 
 ACCESS = [
@@ -123,16 +146,30 @@ def test_removed_user_cannot_log_in() -> None:
 
 def test_names_created_exactly_as_given() -> None:
     proc = docker(
-        "exec", "-u", "postgres", PG, "psql", "-X", "-h", "/run/postgresql", "-U", "shipyard",
-        "-d", "postgres", "-Atc",
+        "exec",
+        "-u",
+        "postgres",
+        PG,
+        "psql",
+        "-X",
+        "-h",
+        "/run/postgresql",
+        "-U",
+        "shipyard",
+        "-d",
+        "postgres",
+        "-Atc",
         "SELECT rolname FROM pg_roles WHERE rolname LIKE 'we%%' UNION ALL "
         "SELECT datname FROM pg_database WHERE datname LIKE 'app;%%'",
-    )  # fmt: skip
+    )
     assert proc.stdout.split("\n")[:2] == [ODD_USER, ODD_DB], proc.stderr
     proc = docker(
-        "exec", LAMP, "mariadb", "-Nse",
+        "exec",
+        LAMP,
+        "mariadb",
+        "-Nse",
         "SELECT user FROM mysql.user WHERE user LIKE 'we%'; SHOW DATABASES LIKE 'app;%'",
-    )  # fmt: skip
+    )
     assert proc.stdout.split("\n")[:2] == [ODD_USER, ODD_DB], proc.stderr
 
 
@@ -167,11 +204,14 @@ def source_build(container: str, driver: str, dist: Path) -> subprocess.Complete
     proc = docker("cp", str(dist), f"{container}:{BUILD}/dist")
     assert proc.returncode == 0, proc.stderr
     return docker(
-        "exec", container, "sh", "-c",
+        "exec",
+        container,
+        "sh",
+        "-c",
         f"python3 -m venv {BUILD}/venv && {BUILD}/venv/bin/pip install --no-index"
         f" --find-links {BUILD}/dist --no-binary {driver} --no-cache-dir {driver}",
         timeout=900,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -186,11 +226,14 @@ def bare_containers() -> Iterator[dict[str, str]]:
     try:
         for name in names.values():
             proc = docker(
-                "exec", name, "sh", "-c",
+                "exec",
+                name,
+                "sh",
+                "-c",
                 "apt-get update -qq && apt-get install -qq -y --no-install-recommends"
                 " gcc libc6-dev python3-dev python3-venv",
                 timeout=900,
-            )  # fmt: skip
+            )
             assert proc.returncode == 0, proc.stderr
         yield names
     finally:
@@ -203,11 +246,14 @@ def test_psycopg2_source_build_succeeds_after_the_role(driver_dist: Path) -> Non
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # The driver just built talks to the server as a provisioned user.
     proc = docker(
-        "exec", PG, f"{BUILD}/venv/bin/python", "-c",
+        "exec",
+        PG,
+        f"{BUILD}/venv/bin/python",
+        "-c",
         "import psycopg2; c = psycopg2.connect(host='127.0.0.1', dbname='app', user='app',"
         f" password={PASSWORDS['app']!r}); k = c.cursor(); k.execute('SELECT current_user');"
         " print(k.fetchone()[0], psycopg2.__file__)",
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"app {BUILD}/venv/"), proc.stdout
 
@@ -224,11 +270,14 @@ def test_mysqlclient_source_build_succeeds_after_the_role(driver_dist: Path) -> 
     proc = source_build(LAMP, "mysqlclient", driver_dist)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     proc = docker(
-        "exec", LAMP, f"{BUILD}/venv/bin/python", "-c",
+        "exec",
+        LAMP,
+        f"{BUILD}/venv/bin/python",
+        "-c",
         "import MySQLdb; c = MySQLdb.connect(host='127.0.0.1', database='app', user='app',"
         f" password={PASSWORDS['app']!r}); k = c.cursor(); k.execute('SELECT current_user()');"
         " print(k.fetchone()[0], MySQLdb.__file__)",
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"app@% {BUILD}/venv/"), proc.stdout
 
@@ -252,11 +301,22 @@ def run_role(
         ANSIBLE_ROLES_PATH=str(PROJECT / "roles"),
     )
     cmd = [
-        str(PROJECT / ".venv/bin/ansible-playbook"), *(["-v"] if verbose else []),
-        "-i", f"{container},", "-c", "community.docker.docker", "-u", remote_user,
-        "-e", "ansible_python_interpreter=/usr/bin/python3", "-e", f"provision_test_role={role}",
-        "-e", extra, str(SCENARIO / "bad_input.yml"),
-    ]  # fmt: skip
+        str(PROJECT / ".venv/bin/ansible-playbook"),
+        *(["-v"] if verbose else []),
+        "-i",
+        f"{container},",
+        "-c",
+        "community.docker.docker",
+        "-u",
+        remote_user,
+        "-e",
+        "ansible_python_interpreter=/usr/bin/python3",
+        "-e",
+        f"provision_test_role={role}",
+        "-e",
+        extra,
+        str(SCENARIO / "bad_input.yml"),
+    ]
     for _attempt in range(3):
         proc = subprocess.run(
             cmd, capture_output=True, text=True, env=env, timeout=300, check=False
