@@ -83,9 +83,10 @@ SERVICE_KEYS = frozenset(
         "stop_timeout",
         "ready",
         "ready_interval",
+        "health_file",
     }
 )
-LONGRUN_ONLY_KEYS = frozenset({"critical", "ready", "ready_interval"})
+LONGRUN_ONLY_KEYS = frozenset({"critical", "ready", "ready_interval", "health_file"})
 SUPERVISOR_KEYS = frozenset({"status_file", "stop_budget"})
 
 BACKOFF_FIRST = 1.0
@@ -233,6 +234,7 @@ class Service:
     stop_timeout: float = 5.0
     ready: Probe | None = None
     ready_interval: float = 0.2
+    health_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -452,6 +454,7 @@ def _parse_service(raw: object, index: int) -> Service:
         stop_timeout=table.number("stop_timeout", 5.0, allow_zero=True),
         ready=_parse_probe(table),
         ready_interval=table.number("ready_interval", 0.2),
+        health_file=table.path("health_file"),
     )
 
 
@@ -594,6 +597,8 @@ def _environment(service: Service) -> dict[str, str]:
         user = service.user
         env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
     env.update(service.environment)
+    if service.health_file:
+        env["SHIPYARD_HEALTH_FILE"] = service.health_file
     return env
 
 
@@ -697,6 +702,7 @@ class Runtime:
             "ready": self.is_ready,
             "pid": self.child.pid if running and self.child else None,
             "restarts": self.restarts,
+            "health_file": self.service.health_file,
         }
 
 
@@ -1114,9 +1120,32 @@ def _status_problems(path: Path) -> list[str]:
             return [f"supervisor (pid {pid}) is not running (last state: {state})"]
         problems = [] if state == "running" else [f"supervisor is {state}"]
         problems += [f"{s['name']} ({s['state']})" for s in services if not s["ready"]]
+        problems += [p for s in services if (p := _degraded(s)) is not None]
     except (KeyError, TypeError, ValueError, AttributeError):
         return [f"malformed status file {path}"]
     return problems
+
+
+def _degraded(entry: Mapping[str, object]) -> str | None:
+    """A ready service's own report that it is not well, from its health_file.
+
+    The service rewrites the file (SHIPYARD_HEALTH_FILE in its environment);
+    only a report carrying the pid of its current process counts, so one left
+    by an earlier run says nothing. No file, or no "healthy": false, is no
+    complaint.
+    """
+    path = entry.get("health_file")
+    if not path or not entry.get("ready"):
+        return None
+    try:
+        report = json.loads(Path(str(path)).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or report.get("pid") != entry.get("pid"):
+        return None
+    if report.get("healthy") is not False:
+        return None
+    return f"{entry['name']} (degraded: {str(report.get('message') or 'no reason given')[:500]})"
 
 
 def query_status(path: Path) -> int:
