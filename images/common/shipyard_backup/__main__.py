@@ -1,0 +1,172 @@
+"""shipyard-backup VERB: the backup service and the steps Ansible runs in the containers.
+
+    prepare              write the engine's backup configuration (a one-shot, every start)
+    bootstrap            on an empty data directory with `restore` set: restore first
+    schedule             the supervised service: scheduled backups, archiving, health
+    check-settings       try the bucket and the credentials; say which setting is wrong
+    backup [--type T]    an on-demand full or differential backup
+    list                 the backups, their sizes and the restorable time range
+    restore [--at T]     restore into the data directory (the server must be stopped)
+    verify-point         a restore point and the check query's result at it
+    check                the check query on the running server
+    record --backup ID   record a verification's outcome with the backup
+
+Output is JSON on stdout. Exit codes: 0 done, 1 a step failed (the message says
+which), 2 a setting is wrong (the message names it), 78 the configuration
+does not parse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from typing import Any
+
+from . import engine as engines
+from .config import ConfigError, Settings, env_name, load
+from .runner import StepError, print_json
+from .timeparse import parse_target
+
+EX_STEP = 1
+EX_SETTING = 2
+EX_CONFIG = 78
+
+# pgBackRest's words for a bad setting -> the setting.
+PGBACKREST_BLAME = (
+    (re.compile(r"InvalidAccessKeyId"), "s3_access_key_id_file"),
+    (re.compile(r"SignatureDoesNotMatch"), "s3_secret_access_key_file"),
+    (re.compile(r"NoSuchBucket|bucket .* does not exist", re.I), "s3_bucket"),
+    (re.compile(r"certificate|TLS|SSL", re.I), "s3_ca_file"),
+    (re.compile(r"unable to get address|unable to connect|timeout|refused", re.I), "s3_endpoint"),
+    (re.compile(r"cipher|decrypt|encrypt|crypto", re.I), "encryption_key_file"),
+    (re.compile(r"AccessDenied|403"), "s3_access_key_id_file"),
+)
+
+
+def blame(settings: Settings, message: str) -> str:
+    for pattern, key in PGBACKREST_BLAME:
+        if pattern.search(message):
+            return key
+    return "s3_endpoint"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shipyard-backup", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="settings file (default $SHIPYARD_BACKUP_CONFIG)")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    for name in ("prepare", "bootstrap", "schedule", "check-settings", "list"):
+        verbs.add_parser(name)
+    backup = verbs.add_parser("backup")
+    backup.add_argument("--type", choices=("full", "differential"), default="differential")
+    restore = verbs.add_parser("restore")
+    restore.add_argument("--at", default="latest", help="latest, or a time with its offset")
+    restore.add_argument("--point", help="a verify point's JSON (restores exactly to it)")
+    restore.add_argument("--register", choices=("auto", "yes", "no"), default="auto",
+                         help="start a new timeline (MariaDB): auto = when archiving")
+    for name in ("verify-point", "check"):
+        verbs.add_parser(name).add_argument("--query", help="the check query (default: counts)")
+    record = verbs.add_parser("record")
+    record.add_argument("--backup", required=True)
+    record.add_argument("--note", required=True, help="JSON object of strings")
+    return parser
+
+
+def _require(settings: Settings) -> None:
+    if not settings.enabled:
+        raise ConfigError(f"s3_bucket ({env_name('s3_bucket')}): is not set: backups are off")
+
+
+def _restore(settings: Settings, engine: Any, args: argparse.Namespace) -> dict[str, Any]:
+    _require(settings)
+    engine.prepare()
+    point = json.loads(args.point) if args.point else None
+    if point is not None and settings.engine == "postgresql":
+        point = point["point"] if isinstance(point, dict) else point
+    elif point is not None:
+        point = point.get("point", point)
+    register = settings.archiving if args.register == "auto" else args.register == "yes"
+    return engine.restore(parse_target(args.at), point, register=register)
+
+
+def dispatch(settings: Settings, args: argparse.Namespace) -> Any:  # noqa: PLR0911
+    engine = engines.for_settings(settings)
+    verb = args.verb
+    if verb == "prepare":
+        engine.prepare()
+        return None
+    if verb == "schedule":
+        from .scheduler import Scheduler  # noqa: PLC0415
+
+        sys.exit(Scheduler(settings).run())
+    if verb == "bootstrap":
+        if not settings.restore or not engine.data_dir_empty():
+            return None
+        logging.getLogger("shipyard-backup").info(
+            "the data directory is empty and restore = %s: restoring", settings.restore)
+        # A verify point (backup_verify) pins the restore exactly; else `restore` is the target.
+        args.at, args.register = settings.restore, "auto"
+        args.point = os.environ.get("SHIPYARD_BACKUP_RESTORE_POINT") or None
+        return _restore(settings, engine, args)
+    _require(settings)
+    if verb == "check-settings":
+        settings.secret("s3_access_key_id_file")
+        settings.secret("s3_secret_access_key_file")
+        if settings.encryption != "none":
+            settings.secret("encryption_key_file")
+        try:
+            engine.check_settings()
+        except StepError as exc:
+            key = blame(settings, str(exc)) if settings.engine == "postgresql" else _maria_key(exc)
+            raise ConfigError(f"{key} ({env_name(key)}): {exc}") from None
+        return {"ok": True}
+    if verb == "backup":
+        return engine.backup(args.type)
+    if verb == "list":
+        return engine.listing()
+    if verb == "restore":
+        return _restore(settings, engine, args)
+    if verb == "verify-point":
+        return engine.verify_point(args.query)
+    if verb == "check":
+        return engine.check(args.query)
+    if verb == "record":
+        note = json.loads(args.note)
+        engine.record(args.backup, {str(k): str(v) for k, v in note.items()})
+        return None
+    raise AssertionError(verb)
+
+
+def _maria_key(exc: StepError) -> str:
+    text = str(exc)
+    match = re.search(r"\b(s3_[a-z_]+|encryption_key_file)\b", text)
+    return match.group(1) if match else "s3_endpoint"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = load(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"shipyard-backup: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        result = dispatch(settings, args)
+    except ConfigError as exc:
+        print(f"shipyard-backup: {exc}", file=sys.stderr)
+        return EX_SETTING
+    except StepError as exc:
+        print(f"shipyard-backup: {exc}", file=sys.stderr)
+        return EX_STEP
+    if result is not None:
+        print_json(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
