@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv up down test lint vagrant pytest molecule clean
+.PHONY: help venv up down test lint vagrant pytest molecule clean backup backups restore
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,18 @@ up: $(STAMP) ## Bring the dev environment up: ansible-playbook site.yml.
 
 down: $(STAMP) ## Remove the dev environment; PURGE=1 also removes its volumes.
 	$(BIN)/ansible-playbook playbooks/down.yml -e down_purge=$(if $(PURGE),true,false) $(ARGS)
+
+backup: $(STAMP) ## Back up both databases now, then verify by restoring (TYPE=full for a full one).
+	$(BIN)/ansible-playbook playbooks/backup.yml $(if $(TYPE),-e backup_type=$(TYPE)) $(ARGS)
+
+backups: $(STAMP) ## List the backups, their sizes and the restorable time range.
+	$(BIN)/ansible-playbook playbooks/backups.yml $(ARGS)
+
+# DB=postgresql|mariadb, AT=latest or a time with its offset, INTO=new for a new container.
+restore: $(STAMP) ## Restore DB=postgresql|mariadb to AT='2026-12-01 12:00:00+00' (default latest).
+	@[ -n "$(DB)" ] || { echo "make restore: set DB=postgresql or DB=mariadb" >&2; exit 2; }
+	$(BIN)/ansible-playbook playbooks/restore.yml -e '{"backup_engines": ["$(DB)"]}' \
+	  -e backup_restore_at='$(or $(AT),latest)' -e backup_restore_target=$(if $(INTO),$(INTO),running) $(ARGS)
 
 lint: $(STAMP) ## yamllint, ansible-lint (production profile), ruff.
 	$(BIN)/yamllint --strict .

@@ -91,7 +91,8 @@ class Scheduler:
                 latest = max(filter(None, (last.get("full"), last.get("differential"))),
                              default=None)
             if latest is None and kind == "full":
-                self.health.problem(kind, "no full backup yet; taking one now")
+                # A new database: nothing was missed, but nothing protects it yet.
+                log.info("no full backup yet; taking one now")
                 self.next_due[kind] = now
             elif due is not None and latest is not None and latest < due:
                 self.health.problem(kind, f"missed the {kind} backup due at {iso(due)} "
