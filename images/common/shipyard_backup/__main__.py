@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import pwd
 import re
 import sys
 from typing import Any
@@ -92,9 +93,27 @@ def _restore(settings: Settings, engine: Any, args: argparse.Namespace) -> dict[
     return engine.restore(parse_target(args.at), point, register=register)
 
 
+# Verbs that need root: they read the mounted secrets and hand files to the
+# database's user. Every other one runs as that user, as the server's peer.
+ROOT_VERBS = ("prepare", "bootstrap", "restore")
+ENGINE_USERS = {"postgresql": "postgres", "mariadb": "mysql"}
+
+
+def become_engine_user(settings: Settings) -> None:
+    if os.geteuid() != 0:
+        return
+    entry = pwd.getpwnam(ENGINE_USERS[settings.engine])
+    os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    os.environ.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+
+
 def dispatch(settings: Settings, args: argparse.Namespace) -> Any:  # noqa: PLR0911
     engine = engines.for_settings(settings)
     verb = args.verb
+    if verb not in ROOT_VERBS:
+        become_engine_user(settings)
     if verb == "prepare":
         engine.prepare()
         return None

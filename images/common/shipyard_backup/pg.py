@@ -164,8 +164,18 @@ def probe(settings: Settings) -> None:
     )
 
 
-def backup(settings: Settings, kind: str) -> dict[str, Any]:
-    pgbackrest(settings, f"--type={KINDS[kind]}", "backup", what=f"{kind} backup")
+def backup(settings: Settings, kind: str, lock_wait: float = 3600) -> dict[str, Any]:
+    """One backup; waits (up to lock_wait seconds) for one already running to finish."""
+    deadline = time.monotonic() + lock_wait
+    while True:
+        try:
+            pgbackrest(settings, f"--type={KINDS[kind]}", "backup", what=f"{kind} backup")
+            break
+        except StepError as exc:
+            if "unable to acquire lock" not in str(exc) or time.monotonic() > deadline:
+                raise
+            log.info("another backup is running; waiting for it")
+            time.sleep(5)
     latest = backups(settings)
     return latest[-1] if latest else {}
 
