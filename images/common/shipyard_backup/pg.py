@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .runner import Account, StepError, account, make_dir, run, write_private
+from .runner import Account, StepError, account, copy_secrets, make_dir, run, write_private
 from .timeparse import iso
 
 log = logging.getLogger("shipyard-backup")
@@ -72,6 +72,9 @@ def render_pgbackrest(settings: Settings) -> str:
     lines += [
         # One process and zstd at a low level: a backup's CPU stays within a core.
         "process-max=1",
+        # Small files travel in bundles: one request per ~20 MiB, not per file.
+        "repo1-bundle=y",
+        "repo1-block=y",
         "compress-type=zst",
         "compress-level=3",
         # A failing archive_command must not fill pg_wal: past this, pgBackRest
@@ -127,6 +130,7 @@ def prepare(settings: Settings) -> None:
         write_private(SERVER_CONF, render_server(settings, archiving=False), owner, 0o644)
         conf_path(settings).unlink(missing_ok=True)
         return
+    copy_secrets(settings, owner)
     write_private(conf_path(settings), render_pgbackrest(settings), owner)
     write_private(SERVER_CONF, render_server(settings, archiving=settings.archiving), owner, 0o644)
 
