@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .runner import Account, StepError, account, copy_secrets, make_dir, run, write_private
+from .runner import Account, StepError, account, copy_secrets, make_dir, run, tail, write_private
 from .timeparse import iso
 
 log = logging.getLogger("shipyard-backup")
@@ -417,30 +418,42 @@ def recover(settings: Settings, owner: Account | None) -> None:
         f"-c config_file={SERVER_CONFIG_FILE} -c listen_addresses='' -c logging_collector=off"
         " -c log_destination=stderr"
     )
-    env = dict(os.environ)
-    run(["pg_ctl", f"--pgdata={settings.data_dir}", "--wait", "--timeout=86400", "--silent",
-         f"--options={options}", "--log=/dev/stderr", "start"],
-        user=owner, env=env, what="starting the server for recovery")
+    server_log = settings.state_dir / "recovery.log"
+    make_dir(settings.state_dir, owner)
+    server_log.unlink(missing_ok=True)
     try:
-        deadline = time.monotonic() + 86400
-        while time.monotonic() < deadline:
-            state = run(["pg_ctl", f"--pgdata={settings.data_dir}", "status"], user=owner,
-                        check=False)
-            if state.returncode != 0:
-                raise StepError("the server stopped during recovery (its log is above)")
-            answer = run(
-                ["psql", "--no-psqlrc", "--no-align", "--tuples-only", "--host",
-                 str(settings.socket_dir), "--username", settings.db_user or "postgres",
-                 "--dbname", "postgres", "--command", "SELECT pg_is_in_recovery()"],
-                user=owner, check=False,
-            )
-            if answer.stdout.strip() == "f":
-                return
-            time.sleep(0.5)
-        raise StepError("recovery did not finish")
+        run(["pg_ctl", f"--pgdata={settings.data_dir}", "--wait", "--timeout=86400", "--silent",
+             f"--options={options}", f"--log={server_log}", "start"],
+            user=owner, env=dict(os.environ), what="starting the server for recovery")
+        _wait_promoted(settings, owner)
+    except StepError as exc:
+        text = server_log.read_text(errors="replace") if server_log.exists() else ""
+        lines = [line for line in text.splitlines() if "FATAL" in line or "ERROR" in line]
+        raise StepError(f"{exc}; the server said: {' | '.join(lines[-3:]) or tail(text)}") from None
     finally:
         run(["pg_ctl", f"--pgdata={settings.data_dir}", "--mode=fast", "--wait", "--silent",
              "stop"], user=owner, check=False)
+        if server_log.exists():
+            sys.stderr.write(server_log.read_text(errors="replace")[-4000:])
+
+
+def _wait_promoted(settings: Settings, owner: Account | None) -> None:
+    deadline = time.monotonic() + 86400
+    while time.monotonic() < deadline:
+        state = run(["pg_ctl", f"--pgdata={settings.data_dir}", "status"], user=owner,
+                    check=False)
+        if state.returncode != 0:
+            raise StepError("the server stopped during recovery")
+        answer = run(
+            ["psql", "--no-psqlrc", "--no-align", "--tuples-only", "--host",
+             str(settings.socket_dir), "--username", settings.db_user or "postgres",
+             "--dbname", "postgres", "--command", "SELECT pg_is_in_recovery()"],
+            user=owner, check=False,
+        )
+        if answer.stdout.strip() == "f":
+            return
+        time.sleep(0.5)
+    raise StepError("recovery did not finish")
 
 
 def annotate(settings: Settings, label: str, note: Mapping[str, str]) -> None:
