@@ -364,7 +364,7 @@ def expire(settings: Settings, bucket: Bucket) -> list[str]:
         keys += [m["object"]["key"], bucket.key("backups", m["id"], "manifest.json")]
     # Binary logs older than the oldest kept backup's position cannot be replayed onto anything.
     oldest = fulls[-settings.retention_full]
-    for item in bucket.list("binlog/", oldest["timeline"] + "/"):
+    for item in bucket.list("binlog", oldest["timeline"] + "/"):
         name = item["Key"].rsplit("/", 1)[-1].split(".zst")[0].removesuffix(".json")
         if name < oldest["binlog"]["file"]:
             keys.append(item["Key"])
@@ -413,7 +413,7 @@ class Archiver:
         if self.timeline is None:
             self.timeline = new_timeline(self.settings, self.bucket, None)
             log.info("new timeline %s for this data directory", self.timeline)
-        for item in self.bucket.list("binlog/", self.timeline + "/"):
+        for item in self.bucket.list("binlog", self.timeline + "/"):
             if item["Key"].endswith(".json"):
                 self.archived.add(item["Key"].rsplit("/", 1)[-1].removesuffix(".json"))
         # Whatever the current log holds from before this start goes out now.
@@ -478,7 +478,7 @@ class Archiver:
 
 
 def binlog_index(bucket: Bucket, tl: str) -> list[dict[str, Any]]:
-    docs = [bucket.get_json(item["Key"]) for item in bucket.list("binlog/", tl + "/")
+    docs = [bucket.get_json(item["Key"]) for item in bucket.list("binlog", tl + "/")
             if item["Key"].endswith(".json")]
     return sorted(docs, key=lambda d: d["file"])
 
@@ -654,8 +654,11 @@ def temp_server(settings: Settings, owner: Account | None) -> Iterator[None]:
         for _ in range(600):
             if proc.poll() is not None:
                 raise StepError("the restore server exited while starting (its log is above)")
-            with contextlib.suppress(Exception):
-                connect(settings, RESTORE_SOCKET).close()
+            # As mysql, whom the socket's peer credentials let in (we may be root).
+            probe = run(["mariadb", "--no-defaults", f"--socket={RESTORE_SOCKET}",
+                         f"--user={settings.db_user or 'mysql'}", "--execute=SELECT 1"],
+                        user=owner, check=False)
+            if probe.returncode == 0:
                 break
             time.sleep(0.2)
         else:
