@@ -1,0 +1,359 @@
+"""Backups and point-in-time recovery, end to end, against the real images.
+
+The tests run in file order and share the scenario's containers: each leaves
+them serving. Restores go through the playbooks `make restore` and
+`make backup` run; faults are real (SIGKILL, a deleted volume, a cut network,
+a flipped byte in the bucket).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from container_checks import docker, inspect, logs
+
+SCENARIO = Path(__file__).resolve().parent.parent
+PROJECT = SCENARIO.parent.parent
+STATE = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "state"
+NETWORK = "shipyard-molecule-backup"
+S3 = "shipyard-molecule-backup-s3"
+PG = "shipyard-molecule-backup-pg"
+LAMP = "shipyard-molecule-backup-lamp"
+ARCHIVE_TIMEOUT = 10
+CHECK_INTERVAL = 5
+HOST_VARS = {
+    "backup_state_dir": str(STATE),
+    "backup_s3_container": S3,
+    "backup_postgresql_container": PG,
+    "backup_mariadb_container": LAMP,
+    "backup_archive_timeout": ARCHIVE_TIMEOUT,
+    "backup_check_interval": CHECK_INTERVAL,
+}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def playbook(name: str, **extra: object) -> subprocess.CompletedProcess[str]:
+    inventory = {"all": {"children": {"docker_hosts": {"hosts": {"backup_host": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        **HOST_VARS}}}}}}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(inventory, handle)
+    env = os.environ | {"ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+                        "ANSIBLE_ROLES_PATH": str(PROJECT / "roles")}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", handle.name,
+         str(PROJECT / "playbooks" / name) if "/" not in name else name,
+         "-e", json.dumps(extra)],
+        capture_output=True, text=True, env=env, timeout=1800, check=False, cwd=PROJECT,
+    )
+
+
+def psql(sql: str, db: str = "shipyard", container: str = PG) -> str:
+    proc = docker("exec", "-u", "postgres", container, "psql", "-U", "shipyard", "-d", db,
+                  "-Atqc", sql)
+    return proc.stdout.strip()
+
+
+def maria(sql: str, container: str = LAMP) -> str:
+    return docker("exec", container, "mariadb", "app", "-Ne", sql).stdout.strip()
+
+
+def status(container: str) -> tuple[int, str]:
+    proc = docker("exec", container, "shipyard-init", "status", check=False)
+    return proc.returncode, proc.stdout.strip()
+
+
+def wait_status(container: str, want: int, timeout: float, contains: str = "") -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, text = status(container)
+        if code == want and contains in text:
+            return text
+        if time.monotonic() > deadline:
+            pytest.fail(f"{container}: status stayed {code} {text!r} for {timeout:g} s\n"
+                        f"{logs(container)[-3000:]}")
+        time.sleep(1)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S+00")
+
+
+def flush_archives() -> None:
+    """Close the current WAL segment and binary log, and wait until both are in S3."""
+    psql("SELECT pg_switch_wal()")
+    maria("FLUSH BINARY LOGS")
+    time.sleep(ARCHIVE_TIMEOUT)
+
+
+def in_lamp_python(code: str) -> str:
+    """Run Python in the LAMP container with the repository's bucket as `bucket`."""
+    prelude = ("import sys; sys.path.insert(0, '/usr/local/lib/shipyard')\n"
+               "from shipyard_backup.config import load\nfrom shipyard_backup.s3 import Bucket\n"
+               "bucket = Bucket(load()); s3 = bucket.client; name = bucket.name\n")
+    return docker("exec", LAMP, "python3", "-c", prelude + code).stdout
+
+
+def recreate_with_restore(container: str) -> None:
+    """Run a container again from its own spec, restoring `latest` into its empty volume."""
+    spec = inspect(container)
+    env = [e for e in spec["Config"]["Env"] if not e.startswith("PATH=")]
+    env.append("SHIPYARD_BACKUP_RESTORE=latest")
+    mounts = [f"{m['Name'] if m['Type'] == 'volume' else m['Source']}:{m['Destination']}"
+              for m in spec["Mounts"] if m["Type"] in ("bind", "volume") and
+              (m["Type"] == "bind" or m["Name"].endswith("-data"))]
+    data = next(m["Name"] for m in spec["Mounts"] if m["Type"] == "volume"
+                and m["Name"].endswith("-data"))
+    docker("rm", "-f", container)
+    docker("volume", "rm", data)
+    with tempfile.NamedTemporaryFile("w", delete=False) as handle:
+        handle.write("\n".join(env) + "\n")
+    docker("run", "-d", "--name", container, "--network", NETWORK, "--env-file", handle.name,
+           *[arg for m in mounts for arg in ("-v", m)], spec["Config"]["Image"])
+
+
+# ------------------------------------------------------------------ settings
+
+
+def test_a_missing_credential_file_fails_naming_the_variable() -> None:
+    run = playbook(str(SCENARIO / "converge.yml"),
+                   backup_s3_access_key_id_file="/nonexistent/key-id")
+    assert run.returncode != 0
+    assert "backup_s3_access_key_id_file: /nonexistent/key-id does not exist" in run.stdout, \
+        run.stdout[-3000:]
+
+
+def test_wrong_credentials_fail_early_naming_the_variable(tmp_path: Path) -> None:
+    wrong = tmp_path / "secret"
+    wrong.write_text("not-the-secret\n")
+    wrong.chmod(0o644)
+    spec = inspect(PG)
+    env = [e for e in spec["Config"]["Env"] if not e.startswith("PATH=")]
+    binds = [f"{m['Source']}:{m['Destination']}:ro" for m in spec["Mounts"]
+             if m["Type"] == "bind" and not m["Destination"].endswith("s3-secret-access-key")]
+    binds.append(f"{wrong}:/run/secrets/shipyard-backup/s3-secret-access-key:ro")
+    name = f"{PG}-wrong"
+    env_file = tmp_path / "env"
+    env_file.write_text("\n".join(env) + "\n")
+    docker("run", "-d", "--name", name, "--network", NETWORK, "--env-file", str(env_file),
+           *[a for b in binds for a in ("-v", b)], spec["Config"]["Image"])
+    try:
+        wait_status(name, 1, 120, "degraded")
+        run = playbook(str(SCENARIO / "main.yml"), backup_postgresql_container=name,
+                       backup_engines=["postgresql"])
+        assert run.returncode != 0
+        assert "backup_s3_secret_access_key_file (postgresql, " in run.stdout, run.stdout[-3000:]
+        assert "SignatureDoesNotMatch" in run.stdout
+        assert "not-the-secret" not in run.stdout + logs(name)
+    finally:
+        docker("rm", "-f", "-v", name, check=False)
+
+
+# ------------------------------------------------------------------ point in time
+
+
+def test_restore_to_a_point_in_time_brings_back_exactly_its_rows() -> None:
+    psql("CREATE TABLE pitr (id int PRIMARY KEY); CREATE TABLE doomed (id int);"
+         "INSERT INTO pitr SELECT generate_series(1, 500); INSERT INTO doomed VALUES (1)")
+    maria("CREATE TABLE pitr (id int PRIMARY KEY); CREATE TABLE doomed (id int);"
+          "INSERT INTO pitr SELECT seq FROM seq_1_to_500; INSERT INTO doomed VALUES (1)")
+    time.sleep(2)
+    t1 = utc_now()
+    time.sleep(2)
+    psql("INSERT INTO pitr SELECT generate_series(501, 800); DROP TABLE doomed")
+    maria("INSERT INTO pitr SELECT seq FROM seq_501_to_800; DROP TABLE doomed")
+    flush_archives()
+    for engine in ("postgresql", "mariadb"):
+        run = playbook("restore.yml", backup_engines=[engine], backup_restore_at=t1)
+        assert run.returncode == 0, run.stdout[-4000:]
+    assert psql("SELECT count(*), max(id) FROM pitr") == "500|500"
+    assert psql("SELECT count(*) FROM doomed") == "1"
+    assert maria("SELECT count(*), max(id) FROM pitr") == "500\t500"
+    assert maria("SELECT count(*) FROM doomed") == "1"
+    # Writable and archived again, on the new timeline.
+    psql("INSERT INTO pitr VALUES (501)")
+    maria("INSERT INTO pitr VALUES (501)")
+    wait_status(PG, 0, 120)
+    wait_status(LAMP, 0, 120)
+
+
+# ------------------------------------------------------------------ encryption
+
+
+def test_the_repository_is_unreadable_without_the_key() -> None:
+    marker = "plaintext-marker-7c1f"
+    psql(f"CREATE TABLE secret_rows AS SELECT '{marker}'::text AS v FROM generate_series(1, 50)")
+    maria(f"CREATE TABLE secret_rows AS SELECT '{marker}' AS v FROM seq_1_to_50")
+    docker("exec", PG, "shipyard-backup", "backup", "--type", "full")
+    docker("exec", LAMP, "shipyard-backup", "backup", "--type", "full")
+    flush_archives()
+    found = in_lamp_python(
+        f"marker = b'{marker}'\nhits, keys = [], 0\n"
+        "for page in s3.get_paginator('list_objects_v2').paginate(Bucket=name):\n"
+        "    for o in page.get('Contents', []):\n"
+        "        body = s3.get_object(Bucket=name, Key=o['Key'])['Body'].read()\n"
+        "        keys += 1\n"
+        "        if marker in body: hits.append(o['Key'])\n"
+        "        if '/mariadb/' in o['Key'] and o['Key'].endswith('.enc'):\n"
+        "            assert body.startswith(b'Salted__'), o['Key']\n"
+        "print(keys, hits)\n")
+    count, hits = found.split(" ", 1)
+    assert int(count) > 10 and hits.strip() == "[]", found
+    # pgBackRest without the key cannot even read the backup list.
+    no_key = docker("exec", "-u", "postgres", PG, "sh", "-c",
+                    "grep -v cipher /run/postgresql/shipyard-backup/pgbackrest.conf > /tmp/nokey.conf"
+                    " && pgbackrest --config=/tmp/nokey.conf --stanza=main info", check=False)
+    assert no_key.returncode != 0 or "error" in no_key.stdout.lower(), no_key.stdout
+    # openssl with another key cannot decrypt a MariaDB stream.
+    wrong = in_lamp_python(
+        "import subprocess\n"
+        "key = next(o['Key'] for o in s3.list_objects_v2(Bucket=name)['Contents']"
+        " if o['Key'].endswith('data.mbstream.zst.enc'))\n"
+        "body = s3.get_object(Bucket=name, Key=key)['Body'].read()\n"
+        "p = subprocess.run(['openssl', 'enc', '-d', '-aes-256-cbc', '-pbkdf2', '-iter', '100000',"
+        " '-pass', 'pass:wrong-key'], input=body, capture_output=True)\n"
+        "print(p.returncode)\n")
+    assert wrong.strip() != "0"
+    key = (STATE / "secrets" / "backup-encryption-key").read_text().strip()
+    for container in (PG, LAMP, S3):
+        assert key not in logs(container), f"the repository key is in {container}'s log"
+
+
+# ------------------------------------------------------------------ crashes
+
+
+def _wait_for_process(container: str, pattern: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if docker("exec", container, "pgrep", "-f", pattern, check=False).returncode == 0:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{pattern} never ran in {container}")
+
+
+@pytest.mark.parametrize(("container", "server", "tool"), [
+    (PG, "postgres -D", "pgbackrest.*backup"),
+    (LAMP, "/usr/sbin/mariadbd", "mariadb-backup --backup"),
+])
+def test_a_server_killed_during_a_backup_costs_nothing(
+    container: str, server: str, tool: str
+) -> None:
+    before = utc_now()
+    time.sleep(1)
+    docker("exec", "-d", container, "shipyard-backup", "backup", "--type", "full")
+    _wait_for_process(container, tool)
+    docker("exec", container, "pkill", "-KILL", "-f", server)
+    # The supervisor stops the container when its critical server dies.
+    deadline = time.monotonic() + 60
+    while inspect(container)["State"]["Running"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    docker("start", container)
+    wait_status(container, 0, 300)
+    engine = "postgresql" if container == PG else "mariadb"
+    run = playbook("backup.yml", backup_engines=[engine], backup_type="full")
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "restored and matches the source" in run.stdout
+    # The backups from before the crash still restore (to a time they cover).
+    run = playbook("restore.yml", backup_engines=[engine], backup_restore_at=before,
+                   backup_restore_target="new")
+    assert run.returncode == 0, run.stdout[-4000:]
+    docker("rm", "-f", "-v", f"{container}-restored")
+
+
+# ------------------------------------------------------------------ lost volume
+
+
+@pytest.mark.parametrize("container", [PG, LAMP])
+def test_a_lost_data_volume_costs_at_most_archive_timeout(container: str) -> None:
+    is_pg = container == PG
+    if is_pg:
+        psql("CREATE TABLE ticks (id serial PRIMARY KEY, at timestamptz NOT NULL)")
+    else:
+        maria("CREATE TABLE ticks (id int AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL)")
+    last: list[float] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            stamp = time.time()
+            sql = (f"INSERT INTO ticks (at) VALUES (to_timestamp({stamp}))" if is_pg else
+                   f"INSERT INTO ticks (at) VALUES (FROM_UNIXTIME({stamp}))")
+            ok = (docker("exec", "-u", "postgres", PG, "psql", "-U", "shipyard", "-d", "shipyard",
+                         "-qc", sql, check=False) if is_pg else
+                  docker("exec", LAMP, "mariadb", "app", "-e", sql, check=False))
+            if ok.returncode == 0:
+                last.append(stamp)
+            time.sleep(0.2)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(ARCHIVE_TIMEOUT * 3)
+    docker("kill", "-s", "KILL", container)
+    stop.set()
+    writer.join()
+    recreate_with_restore(container)
+    wait_status(container, 0, 600)
+    restored = float(psql("SELECT extract(epoch FROM max(at)) FROM ticks") if is_pg else
+                     maria("SELECT UNIX_TIMESTAMP(max(at)) FROM ticks"))
+    lost = max(last) - restored
+    assert lost <= ARCHIVE_TIMEOUT, f"lost {lost:.1f} s of commits, more than archive_timeout"
+
+
+# ------------------------------------------------------------------ S3 outage
+
+
+def test_unreachable_s3_shows_in_health_while_the_databases_serve() -> None:
+    wait_status(PG, 0, 300)
+    wait_status(LAMP, 0, 300)
+    docker("network", "disconnect", NETWORK, S3)
+    try:
+        started = time.monotonic()
+        for container in (PG, LAMP):
+            text = wait_status(container, 1, CHECK_INTERVAL + 30, "S3 does not answer")
+            assert "backup (degraded" in text
+        assert time.monotonic() - started <= CHECK_INTERVAL + 30
+        psql("INSERT INTO pitr VALUES (9001)")
+        maria("INSERT INTO pitr VALUES (9001)")
+        assert psql("SELECT count(*) FROM pitr WHERE id = 9001") == "1"
+    finally:
+        docker("network", "connect", "--alias", "s3", NETWORK, S3)
+    wait_status(PG, 0, 120)
+    wait_status(LAMP, 0, 120)
+
+
+# ------------------------------------------------------------------ corruption
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mariadb"])
+def test_verify_catches_a_corrupted_backup_object(engine: str) -> None:
+    container = PG if engine == "postgresql" else LAMP
+    docker("exec", container, "shipyard-backup", "backup", "--type", "full")
+    where = "backups/postgresql/backup/main/" if engine == "postgresql" else "backups/mariadb/backups/"
+    flipped = in_lamp_python(
+        f"objs = [o for p in s3.get_paginator('list_objects_v2').paginate(Bucket=name,"
+        f" Prefix='{where}') for o in p.get('Contents', [])]\n"
+        "objs = [o for o in objs if not o['Key'].endswith(('.json', '.info', '.copy', '.manifest'))"
+        " and '.manifest' not in o['Key']]\n"
+        "o = max(objs, key=lambda o: (o['LastModified'], o['Size']))\n"
+        "body = bytearray(s3.get_object(Bucket=name, Key=o['Key'])['Body'].read())\n"
+        "open('/tmp/original', 'wb').write(body)\n"
+        "mid = len(body) // 2\nbody[mid:mid + 16] = bytes(b ^ 0xFF for b in body[mid:mid + 16])\n"
+        "s3.put_object(Bucket=name, Key=o['Key'], Body=bytes(body))\nprint(o['Key'])\n").strip()
+    try:
+        run = playbook("backup.yml", backup_engines=[engine], backup_type="differential")
+        assert run.returncode != 0, "verify passed a corrupted backup"
+        assert "backup_verify: the restore of" in run.stdout, run.stdout[-4000:]
+    finally:
+        in_lamp_python(f"s3.put_object(Bucket=name, Key='{flipped}',"
+                       " Body=open('/tmp/original', 'rb').read())\n")
