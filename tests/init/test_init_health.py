@@ -55,8 +55,9 @@ def say(control: Path, **report: object) -> None:
 def test_a_degraded_report_fails_status_and_names_the_service(init: InitRunner) -> None:
     health, control = init.dir / "backup-health.json", init.dir / "control.json"
     say(control, healthy=True, message="")
-    init.write_config([init.service("db", stop_timeout=2.0),
-                       reporter(init, "backup", health, control)])
+    init.write_config(
+        [init.service("db", stop_timeout=2.0), reporter(init, "backup", health, control)]
+    )
     init.start()
     init.wait_running()
     init.wait_for(lambda: init.cli("status").returncode == 0, "status ready")
@@ -110,8 +111,9 @@ def test_health_file_is_checked_where_it_is_read(init: InitRunner) -> None:
     assert check.returncode == 78
     assert "service 'a': key 'health_file': expected an absolute path" in check.stderr
 
-    init.write_config([{"name": "once", "type": "oneshot", "command": ["true"],
-                        "health_file": "/run/x.json"}])
+    init.write_config(
+        [{"name": "once", "type": "oneshot", "command": ["true"], "health_file": "/run/x.json"}]
+    )
     check = init.cli("--check-config")
     assert check.returncode == 78
     assert "key 'health_file': applies to longrun services only" in check.stderr

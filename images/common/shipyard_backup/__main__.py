@@ -29,6 +29,7 @@ from typing import Any
 
 from . import engine as engines
 from .config import ConfigError, Settings, env_name, load
+from .engine import Engine
 from .runner import StepError, print_json
 from .timeparse import parse_target
 
@@ -66,8 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     restore = verbs.add_parser("restore")
     restore.add_argument("--at", default="latest", help="latest, or a time with its offset")
     restore.add_argument("--point", help="a verify point's JSON (restores exactly to it)")
-    restore.add_argument("--register", choices=("auto", "yes", "no"), default="auto",
-                         help="start a new timeline (MariaDB): auto = when archiving")
+    restore.add_argument(
+        "--register",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="start a new timeline (MariaDB): auto = when archiving",
+    )
     for name in ("verify-point", "check"):
         verbs.add_parser(name).add_argument("--query", help="the check query (default: counts)")
     record = verbs.add_parser("record")
@@ -81,7 +86,7 @@ def _require(settings: Settings) -> None:
         raise ConfigError(f"s3_bucket ({env_name('s3_bucket')}): is not set: backups are off")
 
 
-def _restore(settings: Settings, engine: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _restore(settings: Settings, engine: Engine, args: argparse.Namespace) -> dict[str, Any]:
     _require(settings)
     engine.prepare()
     point = json.loads(args.point) if args.point else None
@@ -109,7 +114,7 @@ def become_engine_user(settings: Settings) -> None:
     os.environ.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
 
 
-def dispatch(settings: Settings, args: argparse.Namespace) -> Any:  # noqa: PLR0911
+def dispatch(settings: Settings, args: argparse.Namespace) -> object:
     engine = engines.for_settings(settings)
     verb = args.verb
     if verb not in ROOT_VERBS:
@@ -118,14 +123,15 @@ def dispatch(settings: Settings, args: argparse.Namespace) -> Any:  # noqa: PLR0
         engine.prepare()
         return None
     if verb == "schedule":
-        from .scheduler import Scheduler  # noqa: PLC0415
+        from .scheduler import Scheduler
 
         sys.exit(Scheduler(settings).run())
     if verb == "bootstrap":
         if not settings.restore or not engine.data_dir_empty():
             return None
         logging.getLogger("shipyard-backup").info(
-            "the data directory is empty and restore = %s: restoring", settings.restore)
+            "the data directory is empty and restore = %s: restoring", settings.restore
+        )
         # A verify point (backup_verify) pins the restore exactly; else `restore` is the target.
         args.at, args.register = settings.restore, "auto"
         args.point = os.environ.get("SHIPYARD_BACKUP_RESTORE_POINT") or None
@@ -167,8 +173,11 @@ def _maria_key(exc: StepError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     try:
         settings = load(args.config, os.environ)
     except ConfigError as exc:

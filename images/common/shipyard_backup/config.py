@@ -121,7 +121,7 @@ class Settings:
         return Path(self.health_path) if self.health_path else self.state_dir / "health.json"
 
     def secret_copy(self, key: str) -> Path:
-        """Where prepare leaves a copy the service's user can read (the mounted file may be root's)."""
+        """A copy prepare leaves for the service's user (the mounted file may be root's)."""
         return self.state_dir / "secrets" / key
 
     def secret(self, key: str) -> str:
@@ -235,7 +235,7 @@ def settings_from(values: Mapping[str, object], env: Mapping[str, str] | None = 
             raise ConfigError(f"{_where(key)}: is required (the image's backup.toml sets it)")
     restore = str(values["restore"]).strip()
     if restore:
-        from .timeparse import parse_target  # noqa: PLC0415 (only restores need it)
+        from .timeparse import parse_target
 
         try:
             parse_target(restore)
@@ -270,8 +270,8 @@ def settings_from(values: Mapping[str, object], env: Mapping[str, str] | None = 
         data_dir=Path(str(values["data_dir"])),
         socket_dir=Path(str(values["socket_dir"])),
         # PostgreSQL's superuser is whoever the image created on its first start.
-        db_user=str(values["db_user"]) or (env.get("POSTGRES_USER", "postgres")
-                                            if engine == "postgresql" else "mysql"),
+        db_user=str(values["db_user"])
+        or (env.get("POSTGRES_USER", "postgres") if engine == "postgresql" else "mysql"),
         health_path=env.get("SHIPYARD_HEALTH_FILE", ""),
     )
 

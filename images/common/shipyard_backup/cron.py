@@ -10,8 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
-          ("day of week", 0, 7))
+FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+)
 # A schedule that matches nothing (31 February) must not loop forever.
 SEARCH_LIMIT = timedelta(days=366 * 5)
 
@@ -61,8 +66,9 @@ class Cron:
             raise CronError(f"expected 5 fields (minute hour day month weekday), got {text!r}")
         sets = [_field(p, *spec) for p, spec in zip(parts, FIELDS, strict=True)]
         weekdays = frozenset(d % 7 for d in sets[4])
-        return cls(text, sets[0], sets[1], sets[2], sets[3], weekdays,
-                   parts[2] == "*", parts[4] == "*")
+        return cls(
+            text, sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] == "*", parts[4] == "*"
+        )
 
     def _day_matches(self, moment: datetime) -> bool:
         day = moment.day in self.days
@@ -76,8 +82,12 @@ class Cron:
         return day or weekday
 
     def matches(self, moment: datetime) -> bool:
-        return (moment.minute in self.minutes and moment.hour in self.hours
-                and moment.month in self.months and self._day_matches(moment))
+        return (
+            moment.minute in self.minutes
+            and moment.hour in self.hours
+            and moment.month in self.months
+            and self._day_matches(moment)
+        )
 
     def next_after(self, moment: datetime) -> datetime | None:
         """The first matching minute strictly after moment."""

@@ -20,19 +20,24 @@ def _when(text: str | None) -> datetime | None:
 
 class PostgreSQL:
     def __init__(self, settings: Settings) -> None:
-        from . import pg  # noqa: PLC0415
+        from . import pg
 
         self.settings = settings
         self.pg = pg
+        self.started: datetime | None = None
 
     def prepare(self) -> None:
         self.pg.prepare(self.settings)
 
     def start(self, health: Health) -> None:
         del health
+        self.started = datetime.now(UTC)
         if self.pg.stanza_create(self.settings):
-            log.info("created the pgBackRest stanza in s3://%s/%s", self.settings.bucket,
-                     self.settings.prefix)
+            log.info(
+                "created the pgBackRest stanza in s3://%s/%s",
+                self.settings.bucket,
+                self.settings.prefix,
+            )
 
     def tick(self, health: Health) -> None:
         del health
@@ -43,8 +48,12 @@ class PostgreSQL:
     def archive_problem(self) -> str | None:
         try:
             status = self.pg.archiver_status(self.settings)
-        except Exception as exc:  # noqa: BLE001 (the server may be restarting)
+        except Exception as exc:
             raise StepError(str(exc)) from None
+        # Pushes before the stanza existed (the first start) fail by design.
+        failed = status["last_failed_time"]
+        if failed is not None and self.started is not None and failed < self.started:
+            return None
         return self.pg.archive_problem(status)
 
     def backup(self, kind: str) -> dict[str, Any]:
@@ -68,7 +77,7 @@ class PostgreSQL:
         try:
             status = self.pg.archiver_status(self.settings)
             latest = status["last_archived_time"]
-        except Exception:  # noqa: BLE001 (a restore-only container has no live archiver)
+        except Exception:
             latest = None
         return {
             "engine": "postgresql",
@@ -76,14 +85,15 @@ class PostgreSQL:
             "archive": archive,
             "restorable": {
                 "from": found[0]["stop"] if found else None,
-                "to": latest.astimezone(UTC).isoformat(timespec="seconds") if latest else
-                (found[-1]["stop"] if found else None),
+                "to": latest.astimezone(UTC).isoformat(timespec="seconds")
+                if latest
+                else (found[-1]["stop"] if found else None),
             },
         }
 
-    def restore(self, target: datetime | None, point: Any, *, register: bool) -> dict[str, Any]:
+    def restore(self, target: datetime | None, point: object, *, register: bool) -> dict[str, Any]:
         del register  # pgBackRest's timelines are PostgreSQL's own
-        return self.pg.restore(self.settings, target, point)
+        return self.pg.restore(self.settings, target, str(point) if point else None)
 
     def data_dir_empty(self) -> bool:
         return self.pg.data_dir_empty(self.settings)
@@ -107,7 +117,7 @@ class PostgreSQL:
 
 class MariaDB:
     def __init__(self, settings: Settings) -> None:
-        from . import maria  # noqa: PLC0415
+        from . import maria
 
         self.settings = settings
         self.maria = maria
@@ -119,7 +129,7 @@ class MariaDB:
 
     def start(self, health: Health) -> None:
         del health
-        from .s3 import Bucket  # noqa: PLC0415
+        from .s3 import Bucket
 
         # Wait for the server the service starts after; it may still be recovering.
         deadline = time.monotonic() + 60
@@ -127,7 +137,7 @@ class MariaDB:
             try:
                 self.maria.connect(self.settings).close()
                 break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if time.monotonic() > deadline:
                     raise StepError(f"cannot connect to the server: {exc}") from None
                 time.sleep(1)
@@ -138,7 +148,7 @@ class MariaDB:
     def tick(self, health: Health) -> None:
         try:
             self.archiver.tick()
-        except Exception as exc:  # noqa: BLE001 (reported; the next tick tries again)
+        except Exception as exc:
             message = f"binary log archiving fails: {exc}"
             if message != self.upload_error:
                 log.error("%s", message)
@@ -150,7 +160,7 @@ class MariaDB:
             health.problem("archive", f"{waiting} bytes of binary logs wait to be archived")
 
     def probe(self) -> None:
-        from .s3 import Bucket  # noqa: PLC0415
+        from .s3 import Bucket
 
         Bucket(self.settings).probe()
 
@@ -164,14 +174,24 @@ class MariaDB:
         return self.maria.backup(self.settings, kind)
 
     def backups(self) -> list[dict[str, Any]]:
-        from .s3 import Bucket  # noqa: PLC0415
+        from .s3 import Bucket
 
         out = []
         for m in self.maria.manifests(Bucket(self.settings)):
-            out.append({"id": m["id"], "type": m["type"], "start": m["start"], "stop": m["stop"],
-                        "size": None, "stored": m["object"]["size"], "base": m["base"],
-                        "timeline": m["timeline"], "annotation": m.get("verify") or {},
-                        "error": False})
+            out.append(
+                {
+                    "id": m["id"],
+                    "type": m["type"],
+                    "start": m["start"],
+                    "stop": m["stop"],
+                    "size": None,
+                    "stored": m["object"]["size"],
+                    "base": m["base"],
+                    "timeline": m["timeline"],
+                    "annotation": m.get("verify") or {},
+                    "error": False,
+                }
+            )
         return out
 
     def last_backups(self) -> dict[str, datetime]:
@@ -184,7 +204,7 @@ class MariaDB:
         return out
 
     def listing(self) -> dict[str, Any]:
-        from .s3 import Bucket  # noqa: PLC0415
+        from .s3 import Bucket
 
         bucket = Bucket(self.settings)
         found = self.backups()
@@ -200,12 +220,15 @@ class MariaDB:
             "engine": "mariadb",
             "backups": found,
             "timelines": sorted(lines),
-            "restorable": {"from": found[0]["stop"] if found else None,
-                           "to": latest or (found[-1]["stop"] if found else None)},
+            "restorable": {
+                "from": found[0]["stop"] if found else None,
+                "to": latest or (found[-1]["stop"] if found else None),
+            },
         }
 
-    def restore(self, target: datetime | None, point: Any, *, register: bool) -> dict[str, Any]:
-        return self.maria.restore(self.settings, target, point, register=register)
+    def restore(self, target: datetime | None, point: object, *, register: bool) -> dict[str, Any]:
+        stop = point if isinstance(point, dict) else None
+        return self.maria.restore(self.settings, target, stop, register=register)
 
     def data_dir_empty(self) -> bool:
         return self.maria.data_dir_empty(self.settings)
@@ -220,7 +243,7 @@ class MariaDB:
         return self.maria.check(self.settings, query)
 
     def record(self, backup: str, note: dict[str, str]) -> None:
-        from .s3 import Bucket  # noqa: PLC0415
+        from .s3 import Bucket
 
         bucket = Bucket(self.settings)
         key = bucket.key("backups", backup, "manifest.json")
@@ -229,10 +252,13 @@ class MariaDB:
         bucket.put_json(key, manifest)
 
     def check_settings(self) -> None:
-        from .s3 import Bucket  # noqa: PLC0415
+        from .s3 import Bucket
 
         Bucket(self.settings).probe()
 
 
-def for_settings(settings: Settings) -> PostgreSQL | MariaDB:
+Engine = PostgreSQL | MariaDB
+
+
+def for_settings(settings: Settings) -> Engine:
     return PostgreSQL(settings) if settings.engine == "postgresql" else MariaDB(settings)

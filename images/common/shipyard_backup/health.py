@@ -43,8 +43,13 @@ class Health:
             else:
                 log.warning("backups are degraded: %s", self.message)
             self._last = state
-        document = {"pid": os.getpid(), "healthy": healthy, "message": self.message,
-                    "updated": time.time(), **(extra or {})}
+        document = {
+            "pid": os.getpid(),
+            "healthy": healthy,
+            "message": self.message,
+            "updated": time.time(),
+            **(extra or {}),
+        }
         tmp = self._path.with_name(f".{self._path.name}.tmp")
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from typing import IO, Any
 from .config import Settings
 from .runner import Account, StepError, account, copy_secrets, make_dir, run, tail
 from .s3 import Bucket, Stored
+from .sqltypes import Connection, Cursor
 from .timeparse import iso
 
 log = logging.getLogger("shipyard-backup")
@@ -73,19 +74,20 @@ def prepare(settings: Settings) -> None:
 # ------------------------------------------------------------------ SQL
 
 
-def connect(settings: Settings, socket: str = SOCKET) -> Any:
-    import pymysql  # noqa: PLC0415
+def connect(settings: Settings, socket: str = SOCKET) -> Connection:
+    import pymysql
 
     # The OS user mysql is mysql@localhost by the socket's peer credentials.
-    return pymysql.connect(unix_socket=socket, user=settings.db_user or "mysql",
-                           connect_timeout=10, autocommit=True)
+    return pymysql.connect(
+        unix_socket=socket, user=settings.db_user or "mysql", connect_timeout=10, autocommit=True
+    )
 
 
 def _quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def _tables(cur: Any) -> list[tuple[str, str]]:
+def _tables(cur: Cursor) -> list[tuple[str, str]]:
     cur.execute(
         "SELECT table_schema, table_name FROM information_schema.tables"
         " WHERE table_type = 'BASE TABLE' AND table_schema NOT IN %s ORDER BY 1, 2",
@@ -94,7 +96,7 @@ def _tables(cur: Any) -> list[tuple[str, str]]:
     return [(s, t) for s, t in cur.fetchall()]
 
 
-def _check(cur: Any, query: str | None, tables: list[tuple[str, str]]) -> dict[str, Any]:
+def _check(cur: Cursor, query: str | None, tables: list[tuple[str, str]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if query:
         cur.execute(query)
@@ -130,8 +132,10 @@ def timeline(settings: Settings) -> str | None:
 
 def new_timeline(settings: Settings, bucket: Bucket, parent: dict[str, Any] | None) -> str:
     ident = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    bucket.put_json(bucket.key("timelines", f"{ident}.json"),
-                    {"id": ident, "created": iso(datetime.now(UTC)), "parent": parent})
+    bucket.put_json(
+        bucket.key("timelines", f"{ident}.json"),
+        {"id": ident, "created": iso(datetime.now(UTC)), "parent": parent},
+    )
     path = settings.data_dir / TIMELINE_FILE
     path.write_text(ident + "\n", encoding="utf-8")
     owner = mysql()
@@ -155,16 +159,39 @@ def timelines(bucket: Bucket) -> dict[str, dict[str, Any]]:
 def _stages(settings: Settings) -> list[list[str]]:
     stages = [["zstd", "-3", "-T1", "-q", "-c"]]
     if settings.encryption != "none":
-        stages.append(["openssl", "enc", "-e", f"-{settings.encryption}", "-pbkdf2", "-iter",
-                       OPENSSL_ITER, "-salt", "-pass", f"file:{key_path(settings)}"])
+        stages.append(
+            [
+                "openssl",
+                "enc",
+                "-e",
+                f"-{settings.encryption}",
+                "-pbkdf2",
+                "-iter",
+                OPENSSL_ITER,
+                "-salt",
+                "-pass",
+                f"file:{key_path(settings)}",
+            ]
+        )
     return stages
 
 
 def _reverse_stages(settings: Settings) -> list[list[str]]:
     stages = []
     if settings.encryption != "none":
-        stages.append(["openssl", "enc", "-d", f"-{settings.encryption}", "-pbkdf2", "-iter",
-                       OPENSSL_ITER, "-pass", f"file:{key_path(settings)}"])
+        stages.append(
+            [
+                "openssl",
+                "enc",
+                "-d",
+                f"-{settings.encryption}",
+                "-pbkdf2",
+                "-iter",
+                OPENSSL_ITER,
+                "-pass",
+                f"file:{key_path(settings)}",
+            ]
+        )
     stages.append(["zstd", "-d", "-q", "-c"])
     return stages
 
@@ -197,15 +224,19 @@ class Pipeline:
                 proc.kill()
 
 
-def pipeline(commands: list[list[str]], stdin: IO[bytes] | int | None,
-             stdout: IO[bytes] | int | None = subprocess.PIPE) -> Pipeline:
+def pipeline(
+    commands: list[list[str]],
+    stdin: IO[bytes] | int | None,
+    stdout: IO[bytes] | int | None = subprocess.PIPE,
+) -> Pipeline:
     procs, errors = [], []
     source: Any = stdin
     for index, argv in enumerate(commands):
         err = tempfile.TemporaryFile()  # noqa: SIM115 (closed by Pipeline.wait)
         last = index == len(commands) - 1
-        proc = subprocess.Popen(argv, stdin=source, stdout=stdout if last else subprocess.PIPE,
-                                stderr=err)
+        proc = subprocess.Popen(
+            argv, stdin=source, stdout=stdout if last else subprocess.PIPE, stderr=err
+        )
         if procs and procs[-1].stdout is not None:
             procs[-1].stdout.close()  # the next stage owns it now
         procs.append(proc)
@@ -214,8 +245,12 @@ def pipeline(commands: list[list[str]], stdin: IO[bytes] | int | None,
     return Pipeline(procs, [c[0] for c in commands], errors)
 
 
-def upload_pipeline(bucket: Bucket, key: str, commands: list[list[str]],
-                    stdin: IO[bytes] | int | None = subprocess.DEVNULL) -> Stored:
+def upload_pipeline(
+    bucket: Bucket,
+    key: str,
+    commands: list[list[str]],
+    stdin: IO[bytes] | int | None = subprocess.DEVNULL,
+) -> Stored:
     pipe = pipeline(commands, stdin)
     out = pipe.procs[-1].stdout
     assert out is not None
@@ -236,12 +271,13 @@ def upload_pipeline(bucket: Bucket, key: str, commands: list[list[str]],
 
 
 @contextlib.contextmanager
-def download_pipeline(bucket: Bucket, key: str, expect: Stored,
-                      commands: list[list[str]]) -> Iterator[IO[bytes]]:
+def download_pipeline(
+    bucket: Bucket, key: str, expect: Stored, commands: list[list[str]]
+) -> Iterator[IO[bytes]]:
     """Yield the decoded stream of an object; checksum or stage failures raise at the end."""
     pipe = pipeline(commands, subprocess.PIPE)
     feeder_error: list[BaseException] = []
-    import threading  # noqa: PLC0415
+    import threading
 
     def feed() -> None:
         sink = pipe.procs[0].stdin
@@ -251,7 +287,7 @@ def download_pipeline(bucket: Bucket, key: str, expect: Stored,
                 sink.write(chunk)
         except BrokenPipeError:
             pass
-        except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
+        except BaseException as exc:
             feeder_error.append(exc)
         finally:
             with contextlib.suppress(OSError):
@@ -321,9 +357,16 @@ def backup(settings: Settings, kind: str) -> dict[str, Any]:
         key = bucket.key("backups", ident, "data.mbstream" + suffix(settings))
         with tempfile.TemporaryDirectory(prefix="shipyard-backup-") as work:
             lsn_dir = Path(work) / "lsn"
-            argv = ["mariadb-backup", "--backup", "--stream=mbstream", f"--target-dir={work}",
-                    f"--extra-lsndir={lsn_dir}", f"--user={settings.db_user or 'mysql'}",
-                    f"--socket={SOCKET}", f"--datadir={settings.data_dir}"]
+            argv = [
+                "mariadb-backup",
+                "--backup",
+                "--stream=mbstream",
+                f"--target-dir={work}",
+                f"--extra-lsndir={lsn_dir}",
+                f"--user={settings.db_user or 'mysql'}",
+                f"--socket={SOCKET}",
+                f"--datadir={settings.data_dir}",
+            ]
             if base is not None:
                 argv.append(f"--incremental-lsn={base['lsn']['to']}")
             stored = upload_pipeline(bucket, key, [argv, *_stages(settings)])
@@ -423,7 +466,7 @@ class Archiver:
         margin = min(5, self.settings.archive_timeout // 4)
         return max(1, self.settings.archive_timeout - margin)
 
-    def _logs(self, cur: Any) -> list[tuple[str, int]]:
+    def _logs(self, cur: Cursor) -> list[tuple[str, int]]:
         cur.execute("SHOW BINARY LOGS")
         return [(row[0], int(row[1])) for row in cur.fetchall()]
 
@@ -470,16 +513,24 @@ class Archiver:
             stored = upload_pipeline(self.bucket, key, _stages(self.settings), stdin=source)
         self.bucket.put_json(
             self.bucket.key("binlog", f"{self.timeline}", name + ".json"),
-            {"file": name, "size": path.stat().st_size, "first": first, "last": last,
-             "object": {"key": key, "size": stored.size, "sha256": stored.sha256}},
+            {
+                "file": name,
+                "size": path.stat().st_size,
+                "first": first,
+                "last": last,
+                "object": {"key": key, "size": stored.size, "sha256": stored.sha256},
+            },
         )
         self.archived.add(name)
         self.last_archived_time = last
 
 
 def binlog_index(bucket: Bucket, tl: str) -> list[dict[str, Any]]:
-    docs = [bucket.get_json(item["Key"]) for item in bucket.list("binlog", tl + "/")
-            if item["Key"].endswith(".json")]
+    docs = [
+        bucket.get_json(item["Key"])
+        for item in bucket.list("binlog", tl + "/")
+        if item["Key"].endswith(".json")
+    ]
     return sorted(docs, key=lambda d: d["file"])
 
 
@@ -507,8 +558,11 @@ def verify_point(settings: Settings, query: str | None = None) -> dict[str, Any]
         status = dict(cur.fetchall())
         result = _check(cur, query, tables)
         conn.rollback()
-        point = {"timeline": tl, "file": status["Binlog_snapshot_file"],
-                 "pos": int(status["Binlog_snapshot_position"])}
+        point = {
+            "timeline": tl,
+            "file": status["Binlog_snapshot_file"],
+            "pos": int(status["Binlog_snapshot_position"]),
+        }
         cur.execute("FLUSH BINARY LOGS")
     finally:
         conn.close()
@@ -527,14 +581,23 @@ class Segment:
     stop: dict[str, Any] | None  # {"time": iso} | {"file", "pos"} | None (to the end)
 
 
-def _plan(bucket: Bucket, found: list[dict[str, Any]], lines: dict[str, dict[str, Any]],
-          tl: str, stop: dict[str, Any] | None) -> tuple[dict[str, Any], list[Segment]]:
+def _plan(
+    bucket: Bucket,
+    found: list[dict[str, Any]],
+    lines: dict[str, dict[str, Any]],
+    tl: str,
+    stop: dict[str, Any] | None,
+) -> tuple[dict[str, Any], list[Segment]]:
     """The backup to start from and the binary log segments to replay after it."""
     if stop is not None and "time" in stop:
         candidates = [m for m in found if m["timeline"] == tl and m["stop"] <= stop["time"]]
     elif stop is not None:
-        candidates = [m for m in found if m["timeline"] == tl
-                      and (m["binlog"]["file"], m["binlog"]["pos"]) <= (stop["file"], stop["pos"])]
+        candidates = [
+            m
+            for m in found
+            if m["timeline"] == tl
+            and (m["binlog"]["file"], m["binlog"]["pos"]) <= (stop["file"], stop["pos"])
+        ]
     else:
         candidates = [m for m in found if m["timeline"] == tl]
     index = binlog_index(bucket, tl)
@@ -550,8 +613,9 @@ def _plan(bucket: Bucket, found: list[dict[str, Any]], lines: dict[str, dict[str
     return base, [*segments, Segment(tl, index, None, stop)]
 
 
-def plan(settings: Settings, target: datetime | None,
-         point: dict[str, Any] | None) -> tuple[dict[str, Any], list[Segment], str]:
+def plan(
+    settings: Settings, target: datetime | None, point: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[Segment], str]:
     bucket = Bucket(settings)
     found = [m for m in manifests(bucket)]
     lines = timelines(bucket)
@@ -591,8 +655,9 @@ def _empty(directory: Path) -> None:
             entry.unlink()
 
 
-def restore(settings: Settings, target: datetime | None, point: dict[str, Any] | None,
-            *, register: bool) -> dict[str, Any]:
+def restore(
+    settings: Settings, target: datetime | None, point: dict[str, Any] | None, *, register: bool
+) -> dict[str, Any]:
     """Restore into the (emptied) data directory; the server must not be running."""
     bucket = Bucket(settings)
     base, segments, tl = plan(settings, target, point)
@@ -609,15 +674,32 @@ def restore(settings: Settings, target: datetime | None, point: dict[str, Any] |
     try:
         full_dir = work / "full"
         _fetch(settings, bucket, chain[0], full_dir)
-        run(["mariadb-backup", "--prepare", f"--target-dir={full_dir}"], what="preparing the full backup")
+        run(
+            ["mariadb-backup", "--prepare", f"--target-dir={full_dir}"],
+            what="preparing the full backup",
+        )
         if len(chain) == 2:
             diff_dir = work / "diff"
             _fetch(settings, bucket, chain[1], diff_dir)
-            run(["mariadb-backup", "--prepare", f"--target-dir={full_dir}",
-                 f"--incremental-dir={diff_dir}"], what="applying the differential backup")
-        run(["mariadb-backup", "--move-back", "--force-non-empty-directories",
-             f"--target-dir={full_dir}", f"--datadir={settings.data_dir}"],
-            what="moving the backup into place")
+            run(
+                [
+                    "mariadb-backup",
+                    "--prepare",
+                    f"--target-dir={full_dir}",
+                    f"--incremental-dir={diff_dir}",
+                ],
+                what="applying the differential backup",
+            )
+        run(
+            [
+                "mariadb-backup",
+                "--move-back",
+                "--force-non-empty-directories",
+                f"--target-dir={full_dir}",
+                f"--datadir={settings.data_dir}",
+            ],
+            what="moving the backup into place",
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     fetched = time.monotonic() - started
@@ -625,28 +707,46 @@ def restore(settings: Settings, target: datetime | None, point: dict[str, Any] |
         run(["chown", "-R", f"{owner.uid}:{owner.gid}", str(settings.data_dir)])
     # Beside the data directory, not in it: the server would take it for a database.
     parent = settings.data_dir.parent
-    logs = Path(tempfile.mkdtemp(prefix="shipyard-binlog-",
-                                 dir=parent if os.access(parent, os.W_OK) else None))
+    logs = Path(
+        tempfile.mkdtemp(
+            prefix="shipyard-binlog-", dir=parent if os.access(parent, os.W_OK) else None
+        )
+    )
     try:
         end = _replay(settings, bucket, segments, logs, owner)
     finally:
         shutil.rmtree(logs, ignore_errors=True)
-    result = {"backup": base["id"], "timeline": tl, "replayed_to": end,
-              "restored_seconds": round(fetched, 1),
-              "recovered_seconds": round(time.monotonic() - started - fetched, 1)}
+    result = {
+        "backup": base["id"],
+        "timeline": tl,
+        "replayed_to": end,
+        "restored_seconds": round(fetched, 1),
+        "recovered_seconds": round(time.monotonic() - started - fetched, 1),
+    }
     (settings.data_dir / TIMELINE_FILE).unlink(missing_ok=True)
     if register:
-        stop = ({"time": iso(target)} if target is not None and point is None
-                else {"file": end["file"], "pos": end["pos"]} if end else None)
+        stop = (
+            {"time": iso(target)}
+            if target is not None and point is None
+            else {"file": end["file"], "pos": end["pos"]}
+            if end
+            else None
+        )
         result["new_timeline"] = new_timeline(settings, bucket, {"timeline": tl, "stop": stop})
     return result
 
 
 @contextlib.contextmanager
 def temp_server(settings: Settings, owner: Account | None) -> Iterator[None]:
-    argv = ["mariadbd", f"--datadir={settings.data_dir}", f"--socket={RESTORE_SOCKET}",
-            "--skip-networking", "--skip-log-bin", "--wsrep-on=OFF",
-            "--loose-innodb-buffer-pool-load-at-startup=0"]
+    argv = [
+        "mariadbd",
+        f"--datadir={settings.data_dir}",
+        f"--socket={RESTORE_SOCKET}",
+        "--skip-networking",
+        "--skip-log-bin",
+        "--wsrep-on=OFF",
+        "--loose-innodb-buffer-pool-load-at-startup=0",
+    ]
     if owner is not None:
         argv.insert(1, f"--user={owner.name}")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
@@ -655,9 +755,17 @@ def temp_server(settings: Settings, owner: Account | None) -> Iterator[None]:
             if proc.poll() is not None:
                 raise StepError("the restore server exited while starting (its log is above)")
             # As mysql, whom the socket's peer credentials let in (we may be root).
-            probe = run(["mariadb", "--no-defaults", f"--socket={RESTORE_SOCKET}",
-                         f"--user={settings.db_user or 'mysql'}", "--execute=SELECT 1"],
-                        user=owner, check=False)
+            probe = run(
+                [
+                    "mariadb",
+                    "--no-defaults",
+                    f"--socket={RESTORE_SOCKET}",
+                    f"--user={settings.db_user or 'mysql'}",
+                    "--execute=SELECT 1",
+                ],
+                user=owner,
+                check=False,
+            )
             if probe.returncode == 0:
                 break
             time.sleep(0.2)
@@ -672,8 +780,9 @@ def temp_server(settings: Settings, owner: Account | None) -> Iterator[None]:
             proc.kill()
 
 
-def _replay(settings: Settings, bucket: Bucket, segments: list[Segment], work: Path,
-            owner: Account | None) -> dict[str, Any] | None:
+def _replay(
+    settings: Settings, bucket: Bucket, segments: list[Segment], work: Path, owner: Account | None
+) -> dict[str, Any] | None:
     end: dict[str, Any] | None = None
     with temp_server(settings, owner):
         for segment in segments:
@@ -688,9 +797,15 @@ def _replay(settings: Settings, bucket: Bucket, segments: list[Segment], work: P
                 path = work / "binlog" / segment.timeline / doc["file"]
                 path.parent.mkdir(parents=True, exist_ok=True)
                 obj = doc["object"]
-                with download_pipeline(bucket, obj["key"], Stored(obj["key"], obj["size"],
-                                       obj["sha256"]), _reverse_stages(settings)) as stream, \
-                        path.open("wb") as sink:
+                with (
+                    download_pipeline(
+                        bucket,
+                        obj["key"],
+                        Stored(obj["key"], obj["size"], obj["sha256"]),
+                        _reverse_stages(settings),
+                    ) as stream,
+                    path.open("wb") as sink,
+                ):
                     shutil.copyfileobj(stream, sink, 1024 * 1024)
                 files.append(str(path))
             argv = ["mariadb-binlog", "--disable-log-bin"]
@@ -704,22 +819,38 @@ def _replay(settings: Settings, bucket: Bucket, segments: list[Segment], work: P
                 moment = datetime.fromisoformat(stop["time"]).replace(microsecond=0)
                 argv.append(f"--stop-datetime={(moment + timedelta(seconds=1)):%Y-%m-%d %H:%M:%S}")
             else:
-                end = {"timeline": segment.timeline, "file": docs[-1]["file"],
-                       "pos": docs[-1]["size"]}
-            binlog = subprocess.Popen([*argv, *files], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, env={**os.environ, "TZ": "UTC"})
+                end = {
+                    "timeline": segment.timeline,
+                    "file": docs[-1]["file"],
+                    "pos": docs[-1]["size"],
+                }
+            binlog = subprocess.Popen(
+                [*argv, *files],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={**os.environ, "TZ": "UTC"},
+            )
             assert binlog.stdout is not None
             client = subprocess.run(
-                ["mariadb", "--no-defaults", f"--socket={RESTORE_SOCKET}",
-                 f"--user={settings.db_user or 'mysql'}", "--binary-mode"],
-                stdin=binlog.stdout, capture_output=True, check=False,
+                [
+                    "mariadb",
+                    "--no-defaults",
+                    f"--socket={RESTORE_SOCKET}",
+                    f"--user={settings.db_user or 'mysql'}",
+                    "--binary-mode",
+                ],
+                stdin=binlog.stdout,
+                capture_output=True,
+                check=False,
                 **({"user": owner.uid, "group": owner.gid} if owner else {}),
             )
             binlog.stdout.close()
             errors = binlog.stderr.read() if binlog.stderr else b""
             if binlog.wait() != 0 or client.returncode != 0:
-                raise StepError(f"replaying the binary logs of {segment.timeline} failed: "
-                                f"{tail(errors + client.stderr)}")
+                raise StepError(
+                    f"replaying the binary logs of {segment.timeline} failed: "
+                    f"{tail(errors + client.stderr)}"
+                )
     return end
 
 

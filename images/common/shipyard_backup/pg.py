@@ -23,6 +23,7 @@ from typing import Any
 
 from .config import Settings
 from .runner import Account, StepError, account, copy_secrets, make_dir, run, tail, write_private
+from .sqltypes import Connection, Cursor
 from .timeparse import iso
 
 log = logging.getLogger("shipyard-backup")
@@ -164,8 +165,12 @@ def info_json(settings: Settings) -> list[dict[str, Any]]:
 def probe(settings: Settings) -> None:
     """One cheap request to the repository; raises StepError when S3 does not answer."""
     pgbackrest(
-        settings, f"--io-timeout={PROBE_TIMEOUT}", "--db-timeout=10", "repo-ls",
-        timeout=PROBE_TIMEOUT * 3, what="listing the repository",
+        settings,
+        f"--io-timeout={PROBE_TIMEOUT}",
+        "--db-timeout=10",
+        "repo-ls",
+        timeout=PROBE_TIMEOUT * 3,
+        what="listing the repository",
     )
 
 
@@ -190,17 +195,21 @@ def backups(settings: Settings) -> list[dict[str, Any]]:
     info = info_json(settings)
     out = []
     for item in info[0].get("backup", []) if info else []:
-        out.append({
-            "id": item["label"],
-            "type": {"full": "full", "diff": "differential", "incr": "incremental"}[item["type"]],
-            "start": iso(datetime.fromtimestamp(item["timestamp"]["start"], UTC)),
-            "stop": iso(datetime.fromtimestamp(item["timestamp"]["stop"], UTC)),
-            "size": item["info"]["size"],
-            "stored": item["info"]["repository"]["delta"],
-            "base": item.get("prior"),
-            "annotation": item.get("annotation") or {},
-            "error": bool(item.get("error")),
-        })
+        out.append(
+            {
+                "id": item["label"],
+                "type": {"full": "full", "diff": "differential", "incr": "incremental"}[
+                    item["type"]
+                ],
+                "start": iso(datetime.fromtimestamp(item["timestamp"]["start"], UTC)),
+                "stop": iso(datetime.fromtimestamp(item["timestamp"]["stop"], UTC)),
+                "size": item["info"]["size"],
+                "stored": item["info"]["repository"]["delta"],
+                "base": item.get("prior"),
+                "annotation": item.get("annotation") or {},
+                "error": bool(item.get("error")),
+            }
+        )
     return out
 
 
@@ -216,12 +225,15 @@ def archive_range(settings: Settings) -> dict[str, Any]:
 
 
 @contextmanager
-def connect(settings: Settings, database: str = "postgres") -> Iterator[Any]:
-    import psycopg2  # noqa: PLC0415 (only the PostgreSQL image has it)
+def connect(settings: Settings, database: str = "postgres") -> Iterator[Connection]:
+    import psycopg2
 
     conn = psycopg2.connect(
-        host=str(settings.socket_dir), port=5432, dbname=database,
-        user=settings.db_user or "postgres", connect_timeout=10,
+        host=str(settings.socket_dir),
+        port=5432,
+        dbname=database,
+        user=settings.db_user or "postgres",
+        connect_timeout=10,
         application_name="shipyard-backup",
     )
     try:
@@ -237,12 +249,16 @@ def archiver_status(settings: Settings) -> dict[str, Any]:
             " last_failed_wal, last_failed_time FROM pg_stat_archiver"
         )
         row = cur.fetchone()
-        cur.execute(
-            "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
-        )
+        cur.execute("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")
         waiting = cur.fetchone()[0]
-    keys = ("archived_count", "last_archived_wal", "last_archived_time", "failed_count",
-            "last_failed_wal", "last_failed_time")
+    keys = (
+        "archived_count",
+        "last_archived_wal",
+        "last_archived_time",
+        "failed_count",
+        "last_failed_wal",
+        "last_failed_time",
+    )
     status = dict(zip(keys, row, strict=True))
     status["waiting"] = waiting
     return status
@@ -258,7 +274,7 @@ def archive_problem(status: Mapping[str, Any]) -> str | None:
     )
 
 
-def _tables(cur: Any) -> list[tuple[str, str]]:
+def _tables(cur: Cursor) -> list[tuple[str, str]]:
     cur.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE c.relkind IN ('r', 'p') AND n.nspname <> ALL(%s)"
@@ -277,16 +293,19 @@ def databases(settings: Settings) -> list[str]:
         return [name for (name,) in cur.fetchall()]
 
 
-def _check(cur: Any, query: str | None) -> dict[str, Any]:
-    from psycopg2 import sql  # noqa: PLC0415
+def _check(cur: Cursor, query: str | None) -> dict[str, Any]:
+    from psycopg2 import sql
 
     if query:
         cur.execute(query)
         return {"query": [list(map(str, row)) for row in cur.fetchall()]}
     counts = {}
     for schema, table in _tables(cur):
-        cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-            sql.Identifier(schema), sql.Identifier(table)))
+        cur.execute(
+            sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+        )
         counts[f"{schema}.{table}"] = cur.fetchone()[0]
     return counts
 
@@ -310,7 +329,7 @@ def verify_point(settings: Settings, query: str | None = None) -> dict[str, Any]
     restore point, so the snapshot's view is the state at the restore point.
     The check query then runs in the imported snapshot, the locks released.
     """
-    from psycopg2 import sql  # noqa: PLC0415
+    from psycopg2 import sql
 
     name = f"shipyard-verify-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     lockers, readers, snapshots = [], [], {}
@@ -326,8 +345,11 @@ def verify_point(settings: Settings, query: str | None = None) -> dict[str, Any]
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             cur.execute("SET LOCAL lock_timeout = '30s'")
             if tables:
-                cur.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.SQL(", ").join(
-                    sql.Identifier(s, t) for s, t in tables)))
+                cur.execute(
+                    sql.SQL("LOCK TABLE {} IN SHARE MODE").format(
+                        sql.SQL(", ").join(sql.Identifier(s, t) for s, t in tables)
+                    )
+                )
             cur.execute("SELECT pg_export_snapshot()")
             snapshots[db] = cur.fetchone()[0]
         with connect(settings) as conn, conn.cursor() as cur:
@@ -353,12 +375,15 @@ def verify_point(settings: Settings, query: str | None = None) -> dict[str, Any]
     return {"point": name, "segment": segment, "time": iso(datetime.now(UTC)), "check": result}
 
 
-def _open(settings: Settings, database: str) -> Any:
-    import psycopg2  # noqa: PLC0415
+def _open(settings: Settings, database: str) -> Connection:
+    import psycopg2
 
     return psycopg2.connect(
-        host=str(settings.socket_dir), port=5432, dbname=database,
-        user=settings.db_user or "postgres", connect_timeout=10,
+        host=str(settings.socket_dir),
+        port=5432,
+        dbname=database,
+        user=settings.db_user or "postgres",
+        connect_timeout=10,
         application_name="shipyard-backup",
     )
 
@@ -401,16 +426,17 @@ def restore(settings: Settings, target: datetime | None, point: str | None) -> d
     if point:
         args += ["--type=name", f"--target={point}", "--target-action=promote"]
     elif target is not None:
-        args += ["--type=time", f"--target={target.isoformat(sep=' ')}",
-                 "--target-action=promote"]
+        args += ["--type=time", f"--target={target.isoformat(sep=' ')}", "--target-action=promote"]
     if not settings.data_dir.exists():
         make_dir(settings.data_dir, owner)
     started = time.monotonic()
     pgbackrest(settings, *args, "restore", what="pgbackrest restore")
     fetched = time.monotonic() - started
     recover(settings, owner)
-    return {"restored_seconds": round(fetched, 1),
-            "recovered_seconds": round(time.monotonic() - started - fetched, 1)}
+    return {
+        "restored_seconds": round(fetched, 1),
+        "recovered_seconds": round(time.monotonic() - started - fetched, 1),
+    }
 
 
 def recover(settings: Settings, owner: Account | None) -> None:
@@ -422,17 +448,39 @@ def recover(settings: Settings, owner: Account | None) -> None:
     make_dir(settings.state_dir, owner)
     server_log.unlink(missing_ok=True)
     try:
-        run(["pg_ctl", f"--pgdata={settings.data_dir}", "--wait", "--timeout=86400", "--silent",
-             f"--options={options}", f"--log={server_log}", "start"],
-            user=owner, env=dict(os.environ), what="starting the server for recovery")
+        run(
+            [
+                "pg_ctl",
+                f"--pgdata={settings.data_dir}",
+                "--wait",
+                "--timeout=86400",
+                "--silent",
+                f"--options={options}",
+                f"--log={server_log}",
+                "start",
+            ],
+            user=owner,
+            env=dict(os.environ),
+            what="starting the server for recovery",
+        )
         _wait_promoted(settings, owner)
     except StepError as exc:
         text = server_log.read_text(errors="replace") if server_log.exists() else ""
         lines = [line for line in text.splitlines() if "FATAL" in line or "ERROR" in line]
         raise StepError(f"{exc}; the server said: {' | '.join(lines[-3:]) or tail(text)}") from None
     finally:
-        run(["pg_ctl", f"--pgdata={settings.data_dir}", "--mode=fast", "--wait", "--silent",
-             "stop"], user=owner, check=False)
+        run(
+            [
+                "pg_ctl",
+                f"--pgdata={settings.data_dir}",
+                "--mode=fast",
+                "--wait",
+                "--silent",
+                "stop",
+            ],
+            user=owner,
+            check=False,
+        )
         if server_log.exists():
             sys.stderr.write(server_log.read_text(errors="replace")[-4000:])
 
@@ -440,15 +488,26 @@ def recover(settings: Settings, owner: Account | None) -> None:
 def _wait_promoted(settings: Settings, owner: Account | None) -> None:
     deadline = time.monotonic() + 86400
     while time.monotonic() < deadline:
-        state = run(["pg_ctl", f"--pgdata={settings.data_dir}", "status"], user=owner,
-                    check=False)
+        state = run(["pg_ctl", f"--pgdata={settings.data_dir}", "status"], user=owner, check=False)
         if state.returncode != 0:
             raise StepError("the server stopped during recovery")
         answer = run(
-            ["psql", "--no-psqlrc", "--no-align", "--tuples-only", "--host",
-             str(settings.socket_dir), "--username", settings.db_user or "postgres",
-             "--dbname", "postgres", "--command", "SELECT pg_is_in_recovery()"],
-            user=owner, check=False,
+            [
+                "psql",
+                "--no-psqlrc",
+                "--no-align",
+                "--tuples-only",
+                "--host",
+                str(settings.socket_dir),
+                "--username",
+                settings.db_user or "postgres",
+                "--dbname",
+                "postgres",
+                "--command",
+                "SELECT pg_is_in_recovery()",
+            ],
+            user=owner,
+            check=False,
         )
         if answer.stdout.strip() == "f":
             return

@@ -122,9 +122,9 @@ def make_dir(path: Path, owner: Account | None, mode: int = 0o700) -> None:
     path.chmod(mode)
 
 
-def copy_secrets(settings: "Settings", owner: Account | None) -> None:
+def copy_secrets(settings: Settings, owner: Account | None) -> None:
     """Copies of the secret files for the service's user, on the state directory (a tmpfs)."""
-    from .config import SECRET_KEYS  # noqa: PLC0415
+    from .config import SECRET_KEYS
 
     make_dir(settings.state_dir / "secrets", owner)
     for key in SECRET_KEYS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -35,7 +35,7 @@ BLAME = {
 
 def blame(error: Exception) -> tuple[str, str]:
     """(setting, message) for an exception from boto3."""
-    from botocore.exceptions import (  # noqa: PLC0415
+    from botocore.exceptions import (
         ClientError,
         ConnectTimeoutError,
         EndpointConnectionError,
@@ -87,8 +87,8 @@ class Stored:
 
 class Bucket:
     def __init__(self, settings: Settings) -> None:
-        import boto3  # noqa: PLC0415 (the LAMP image has it; the PostgreSQL image does not)
-        from botocore.config import Config  # noqa: PLC0415
+        import boto3
+        from botocore.config import Config
 
         self.settings = settings
         self.name = settings.bucket
@@ -112,40 +112,63 @@ class Bucket:
     def key(self, *parts: str) -> str:
         return "/".join([self.settings.prefix, *parts])
 
-    def _call(self, what: str, function: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, function: Callable[..., Any], **kwargs: object) -> Any:  # noqa: ANN401 (boto3 answers are untyped dicts)
         try:
             return function(**kwargs)
         except Exception as exc:
             raise StepError(f"{what}: {describe(exc)}") from exc
 
     def probe(self) -> None:
-        self._call("S3 bucket " + self.name, self.client.list_objects_v2,
-                   Bucket=self.name, Prefix=self.key(""), MaxKeys=1)
+        self._call(
+            "S3 bucket " + self.name,
+            self.client.list_objects_v2,
+            Bucket=self.name,
+            Prefix=self.key(""),
+            MaxKeys=1,
+        )
 
     def put_stream(self, key: str, stream: IO[bytes]) -> Stored:
-        from boto3.s3.transfer import TransferConfig  # noqa: PLC0415
+        from boto3.s3.transfer import TransferConfig
 
         reader = HashingReader(stream)
-        config = TransferConfig(multipart_chunksize=PART_SIZE, multipart_threshold=PART_SIZE,
-                                max_concurrency=2, use_threads=True)
-        self._call(f"upload of {key}", self.client.upload_fileobj, Fileobj=reader,
-                   Bucket=self.name, Key=key, Config=config)
+        config = TransferConfig(
+            multipart_chunksize=PART_SIZE,
+            multipart_threshold=PART_SIZE,
+            max_concurrency=2,
+            use_threads=True,
+        )
+        self._call(
+            f"upload of {key}",
+            self.client.upload_fileobj,
+            Fileobj=reader,
+            Bucket=self.name,
+            Key=key,
+            Config=config,
+        )
         return Stored(key, reader.size, reader.sha256.hexdigest())
 
     def put_json(self, key: str, document: object) -> None:
         body = json.dumps(document, indent=2, sort_keys=True).encode()
-        self._call(f"upload of {key}", self.client.put_object, Bucket=self.name, Key=key,
-                   Body=body, ContentType="application/json")
+        self._call(
+            f"upload of {key}",
+            self.client.put_object,
+            Bucket=self.name,
+            Key=key,
+            Body=body,
+            ContentType="application/json",
+        )
 
-    def get_json(self, key: str) -> Any:
-        response = self._call(f"download of {key}", self.client.get_object,
-                              Bucket=self.name, Key=key)
+    def get_json(self, key: str) -> dict[str, Any]:
+        response = self._call(
+            f"download of {key}", self.client.get_object, Bucket=self.name, Key=key
+        )
         return json.loads(response["Body"].read())
 
     def chunks(self, key: str, expect: Stored | None = None) -> Iterator[bytes]:
         """The object's bytes; with expect, a wrong size or checksum raises at the end."""
-        response = self._call(f"download of {key}", self.client.get_object,
-                              Bucket=self.name, Key=key)
+        response = self._call(
+            f"download of {key}", self.client.get_object, Bucket=self.name, Key=key
+        )
         digest, size = hashlib.sha256(), 0
         for chunk in response["Body"].iter_chunks(1024 * 1024):
             digest.update(chunk)
@@ -171,16 +194,22 @@ class Bucket:
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[start : start + 1000]]
-            self._call("delete", self.client.delete_objects, Bucket=self.name,
-                       Delete={"Objects": batch, "Quiet": True})
+            self._call(
+                "delete",
+                self.client.delete_objects,
+                Bucket=self.name,
+                Delete={"Objects": batch, "Quiet": True},
+            )
 
     def abort_stale_uploads(self) -> None:
         """Multipart uploads a killed backup left open: invisible, but billed."""
         try:
-            uploads = self.client.list_multipart_uploads(
-                Bucket=self.name, Prefix=self.key("")).get("Uploads", [])
+            uploads = self.client.list_multipart_uploads(Bucket=self.name, Prefix=self.key("")).get(
+                "Uploads", []
+            )
             for upload in uploads:
                 self.client.abort_multipart_upload(
-                    Bucket=self.name, Key=upload["Key"], UploadId=upload["UploadId"])
+                    Bucket=self.name, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
         except Exception as exc:
             raise StepError(f"cleaning up multipart uploads: {describe(exc)}") from exc

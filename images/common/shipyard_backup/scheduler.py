@@ -67,8 +67,9 @@ class Scheduler:
             if time.monotonic() - last_check >= self.settings.check_interval:
                 last_check = time.monotonic()
                 self.check()
-            self.health.publish({"next": {k: iso(v) for k, v in self.next_due.items()},
-                                 "last": self.last_result})
+            self.health.publish(
+                {"next": {k: iso(v) for k, v in self.next_due.items()}, "last": self.last_result}
+            )
             self.stop.wait(1.0)
         if self.running is not None:
             log.info("stopping: the backup in progress is abandoned; the next one starts over")
@@ -88,15 +89,19 @@ class Scheduler:
             due = cron.last_before(now, MISSED_HORIZON)
             latest = last.get(kind) if kind == "differential" else last.get("full")
             if kind == "differential":
-                latest = max(filter(None, (last.get("full"), last.get("differential"))),
-                             default=None)
+                latest = max(
+                    filter(None, (last.get("full"), last.get("differential"))), default=None
+                )
             if latest is None and kind == "full":
                 # A new database: nothing was missed, but nothing protects it yet.
                 log.info("no full backup yet; taking one now")
                 self.next_due[kind] = now
             elif due is not None and latest is not None and latest < due:
-                self.health.problem(kind, f"missed the {kind} backup due at {iso(due)} "
-                                          f"(last at {iso(latest)}); taking it now")
+                self.health.problem(
+                    kind,
+                    f"missed the {kind} backup due at {iso(due)} "
+                    f"(last at {iso(latest)}); taking it now",
+                )
                 self.next_due[kind] = now
             else:
                 self.next_due[kind] = cron.next_after(now)
@@ -110,8 +115,11 @@ class Scheduler:
             if due is None or due > now or time.monotonic() < self.retry_at.get(kind, 0):
                 continue
             # A full backup due at the same time makes the differential moot.
-            if kind == "full" and self.next_due.get("differential") and \
-                    self.next_due["differential"] <= now:
+            if (
+                kind == "full"
+                and self.next_due.get("differential")
+                and self.next_due["differential"] <= now
+            ):
                 self.next_due["differential"] = self.schedules()["differential"].next_after(now)
             self.running = threading.Thread(target=self.take, args=(kind,), daemon=True)
             self.running.start()
@@ -122,7 +130,7 @@ class Scheduler:
         log.info("starting the scheduled %s backup", kind)
         try:
             result = self.engine.backup(kind)
-        except Exception as exc:  # noqa: BLE001 (any failure is reported, the loop goes on)
+        except Exception as exc:
             log.error("the %s backup failed: %s", kind, exc)
             self.health.problem(kind, f"the {kind} backup started at {iso(started)} failed: {exc}")
             self.retry_at[kind] = time.monotonic() + max(RETRY_AFTER, self.settings.check_interval)

@@ -44,24 +44,49 @@ HOST_VARS = {
 
 
 def playbook(name: str, **extra: object) -> subprocess.CompletedProcess[str]:
-    inventory = {"all": {"children": {"docker_hosts": {"hosts": {"backup_host": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-        **HOST_VARS}}}}}}
+    inventory = {
+        "all": {
+            "children": {
+                "docker_hosts": {
+                    "hosts": {
+                        "backup_host": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": sys.executable,
+                            **HOST_VARS,
+                        }
+                    }
+                }
+            }
+        }
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(inventory, handle)
-    env = os.environ | {"ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
-                        "ANSIBLE_ROLES_PATH": str(PROJECT / "roles")}
+    env = os.environ | {
+        "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"),
+    }
     return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", handle.name,
-         str(PROJECT / "playbooks" / name) if "/" not in name else name,
-         "-e", json.dumps(extra)],
-        capture_output=True, text=True, env=env, timeout=1800, check=False, cwd=PROJECT,
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            handle.name,
+            str(PROJECT / "playbooks" / name) if "/" not in name else name,
+            "-e",
+            json.dumps(extra),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+        check=False,
+        cwd=PROJECT,
     )
 
 
 def psql(sql: str, db: str = "shipyard", container: str = PG) -> str:
-    proc = docker("exec", "-u", "postgres", container, "psql", "-U", "shipyard", "-d", db,
-                  "-Atqc", sql)
+    proc = docker(
+        "exec", "-u", "postgres", container, "psql", "-U", "shipyard", "-d", db, "-Atqc", sql
+    )
     return proc.stdout.strip()
 
 
@@ -81,8 +106,10 @@ def wait_status(container: str, want: int, timeout: float, contains: str = "") -
         if code == want and contains in text:
             return text
         if time.monotonic() > deadline:
-            pytest.fail(f"{container}: status stayed {code} {text!r} for {timeout:g} s\n"
-                        f"{logs(container)[-3000:]}")
+            pytest.fail(
+                f"{container}: status stayed {code} {text!r} for {timeout:g} s\n"
+                f"{logs(container)[-3000:]}"
+            )
         time.sleep(1)
 
 
@@ -99,9 +126,11 @@ def flush_archives() -> None:
 
 def in_lamp_python(code: str) -> str:
     """Run Python in the LAMP container with the repository's bucket as `bucket`."""
-    prelude = ("import sys; sys.path.insert(0, '/usr/local/lib/shipyard')\n"
-               "from shipyard_backup.config import load\nfrom shipyard_backup.s3 import Bucket\n"
-               "bucket = Bucket(load()); s3 = bucket.client; name = bucket.name\n")
+    prelude = (
+        "import sys; sys.path.insert(0, '/usr/local/lib/shipyard')\n"
+        "from shipyard_backup.config import load\nfrom shipyard_backup.s3 import Bucket\n"
+        "bucket = Bucket(load()); s3 = bucket.client; name = bucket.name\n"
+    )
     return docker("exec", LAMP, "python3", "-c", prelude + code).stdout
 
 
@@ -110,28 +139,43 @@ def recreate_with_restore(container: str) -> None:
     spec = inspect(container)
     env = [e for e in spec["Config"]["Env"] if not e.startswith("PATH=")]
     env.append("SHIPYARD_BACKUP_RESTORE=latest")
-    mounts = [f"{m['Name'] if m['Type'] == 'volume' else m['Source']}:{m['Destination']}"
-              for m in spec["Mounts"] if m["Type"] in ("bind", "volume") and
-              (m["Type"] == "bind" or m["Name"].endswith("-data"))]
-    data = next(m["Name"] for m in spec["Mounts"] if m["Type"] == "volume"
-                and m["Name"].endswith("-data"))
+    mounts = [
+        f"{m['Name'] if m['Type'] == 'volume' else m['Source']}:{m['Destination']}"
+        for m in spec["Mounts"]
+        if m["Type"] in ("bind", "volume") and (m["Type"] == "bind" or m["Name"].endswith("-data"))
+    ]
+    data = next(
+        m["Name"] for m in spec["Mounts"] if m["Type"] == "volume" and m["Name"].endswith("-data")
+    )
     docker("rm", "-f", container)
     docker("volume", "rm", data)
     with tempfile.NamedTemporaryFile("w", delete=False) as handle:
         handle.write("\n".join(env) + "\n")
-    docker("run", "-d", "--name", container, "--network", NETWORK, "--env-file", handle.name,
-           *[arg for m in mounts for arg in ("-v", m)], spec["Config"]["Image"])
+    docker(
+        "run",
+        "-d",
+        "--name",
+        container,
+        "--network",
+        NETWORK,
+        "--env-file",
+        handle.name,
+        *[arg for m in mounts for arg in ("-v", m)],
+        spec["Config"]["Image"],
+    )
 
 
 # ------------------------------------------------------------------ settings
 
 
 def test_a_missing_credential_file_fails_naming_the_variable() -> None:
-    run = playbook(str(SCENARIO / "converge.yml"),
-                   backup_s3_access_key_id_file="/nonexistent/key-id")
+    run = playbook(
+        str(SCENARIO / "converge.yml"), backup_s3_access_key_id_file="/nonexistent/key-id"
+    )
     assert run.returncode != 0
-    assert "backup_s3_access_key_id_file: /nonexistent/key-id does not exist" in run.stdout, \
+    assert "backup_s3_access_key_id_file: /nonexistent/key-id does not exist" in run.stdout, (
         run.stdout[-3000:]
+    )
 
 
 def test_wrong_credentials_fail_early_naming_the_variable(tmp_path: Path) -> None:
@@ -140,18 +184,34 @@ def test_wrong_credentials_fail_early_naming_the_variable(tmp_path: Path) -> Non
     wrong.chmod(0o644)
     spec = inspect(PG)
     env = [e for e in spec["Config"]["Env"] if not e.startswith("PATH=")]
-    binds = [f"{m['Source']}:{m['Destination']}:ro" for m in spec["Mounts"]
-             if m["Type"] == "bind" and not m["Destination"].endswith("s3-secret-access-key")]
+    binds = [
+        f"{m['Source']}:{m['Destination']}:ro"
+        for m in spec["Mounts"]
+        if m["Type"] == "bind" and not m["Destination"].endswith("s3-secret-access-key")
+    ]
     binds.append(f"{wrong}:/run/secrets/shipyard-backup/s3-secret-access-key:ro")
     name = f"{PG}-wrong"
     env_file = tmp_path / "env"
     env_file.write_text("\n".join(env) + "\n")
-    docker("run", "-d", "--name", name, "--network", NETWORK, "--env-file", str(env_file),
-           *[a for b in binds for a in ("-v", b)], spec["Config"]["Image"])
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        NETWORK,
+        "--env-file",
+        str(env_file),
+        *[a for b in binds for a in ("-v", b)],
+        spec["Config"]["Image"],
+    )
     try:
         wait_status(name, 1, 120, "degraded")
-        run = playbook(str(SCENARIO / "main.yml"), backup_postgresql_container=name,
-                       backup_engines=["postgresql"])
+        run = playbook(
+            str(SCENARIO / "main.yml"),
+            backup_postgresql_container=name,
+            backup_engines=["postgresql"],
+        )
         assert run.returncode != 0
         assert "backup_s3_secret_access_key_file (postgresql, " in run.stdout, run.stdout[-3000:]
         assert "SignatureDoesNotMatch" in run.stdout
@@ -164,10 +224,14 @@ def test_wrong_credentials_fail_early_naming_the_variable(tmp_path: Path) -> Non
 
 
 def test_restore_to_a_point_in_time_brings_back_exactly_its_rows() -> None:
-    psql("CREATE TABLE pitr (id int PRIMARY KEY); CREATE TABLE doomed (id int);"
-         "INSERT INTO pitr SELECT generate_series(1, 500); INSERT INTO doomed VALUES (1)")
-    maria("CREATE TABLE pitr (id int PRIMARY KEY); CREATE TABLE doomed (id int);"
-          "INSERT INTO pitr SELECT seq FROM seq_1_to_500; INSERT INTO doomed VALUES (1)")
+    psql(
+        "CREATE TABLE pitr (id int PRIMARY KEY); CREATE TABLE doomed (id int);"
+        "INSERT INTO pitr SELECT generate_series(1, 500); INSERT INTO doomed VALUES (1)"
+    )
+    maria(
+        "CREATE TABLE pitr (id int PRIMARY KEY); CREATE TABLE doomed (id int);"
+        "INSERT INTO pitr SELECT seq FROM seq_1_to_500; INSERT INTO doomed VALUES (1)"
+    )
     time.sleep(2)
     t1 = utc_now()
     time.sleep(2)
@@ -193,8 +257,8 @@ def test_restore_to_a_point_in_time_brings_back_exactly_its_rows() -> None:
 
 def test_the_repository_is_unreadable_without_the_key() -> None:
     marker = "plaintext-marker-7c1f"
-    psql(f"CREATE TABLE secret_rows AS SELECT '{marker}'::text AS v FROM generate_series(1, 50)")
-    maria(f"CREATE TABLE secret_rows AS SELECT '{marker}' AS v FROM seq_1_to_50")
+    psql(f"CREATE TABLE secret_rows AS SELECT '{marker}'::text AS v FROM generate_series(1, 50)")  # noqa: S608
+    maria(f"CREATE TABLE secret_rows AS SELECT '{marker}' AS v FROM seq_1_to_50")  # noqa: S608
     docker("exec", PG, "shipyard-backup", "backup", "--type", "full")
     docker("exec", LAMP, "shipyard-backup", "backup", "--type", "full")
     flush_archives()
@@ -207,13 +271,22 @@ def test_the_repository_is_unreadable_without_the_key() -> None:
         "        if marker in body: hits.append(o['Key'])\n"
         "        if '/mariadb/' in o['Key'] and o['Key'].endswith('.enc'):\n"
         "            assert body.startswith(b'Salted__'), o['Key']\n"
-        "print(keys, hits)\n")
+        "print(keys, hits)\n"
+    )
     count, hits = found.split(" ", 1)
     assert int(count) > 10 and hits.strip() == "[]", found
     # pgBackRest without the key cannot even read the backup list.
-    no_key = docker("exec", "-u", "postgres", PG, "sh", "-c",
-                    "grep -v cipher /run/postgresql/shipyard-backup/pgbackrest.conf > /tmp/nokey.conf"
-                    " && pgbackrest --config=/tmp/nokey.conf --stanza=main info", check=False)
+    no_key = docker(
+        "exec",
+        "-u",
+        "postgres",
+        PG,
+        "sh",
+        "-c",
+        "grep -v cipher /run/postgresql/shipyard-backup/pgbackrest.conf > /tmp/nokey.conf"
+        " && pgbackrest --config=/tmp/nokey.conf --stanza=main info",
+        check=False,
+    )
     assert no_key.returncode != 0 or "error" in no_key.stdout.lower(), no_key.stdout
     # openssl with another key cannot decrypt a MariaDB stream.
     wrong = in_lamp_python(
@@ -223,7 +296,8 @@ def test_the_repository_is_unreadable_without_the_key() -> None:
         "body = s3.get_object(Bucket=name, Key=key)['Body'].read()\n"
         "p = subprocess.run(['openssl', 'enc', '-d', '-aes-256-cbc', '-pbkdf2', '-iter', '100000',"
         " '-pass', 'pass:wrong-key'], input=body, capture_output=True)\n"
-        "print(p.returncode)\n")
+        "print(p.returncode)\n"
+    )
     assert wrong.strip() != "0"
     key = (STATE / "secrets" / "backup-encryption-key").read_text().strip()
     for container in (PG, LAMP, S3):
@@ -242,10 +316,13 @@ def _wait_for_process(container: str, pattern: str, timeout: float = 120) -> Non
     pytest.fail(f"{pattern} never ran in {container}")
 
 
-@pytest.mark.parametrize(("container", "server", "tool"), [
-    (PG, "postgres -D", "pgbackrest.*backup"),
-    (LAMP, "/usr/sbin/mariadbd", "mariadb-backup --backup"),
-])
+@pytest.mark.parametrize(
+    ("container", "server", "tool"),
+    [
+        (PG, "postgres -D", "pgbackrest.*backup"),
+        (LAMP, "/usr/sbin/mariadbd", "mariadb-backup --backup"),
+    ],
+)
 def test_a_server_killed_during_a_backup_costs_nothing(
     container: str, server: str, tool: str
 ) -> None:
@@ -265,8 +342,12 @@ def test_a_server_killed_during_a_backup_costs_nothing(
     assert run.returncode == 0, run.stdout[-4000:]
     assert "restored and matches the source" in run.stdout
     # The backups from before the crash still restore (to a time they cover).
-    run = playbook("restore.yml", backup_engines=[engine], backup_restore_at=before,
-                   backup_restore_target="new")
+    run = playbook(
+        "restore.yml",
+        backup_engines=[engine],
+        backup_restore_at=before,
+        backup_restore_target="new",
+    )
     assert run.returncode == 0, run.stdout[-4000:]
     docker("rm", "-f", "-v", f"{container}-restored")
 
@@ -287,11 +368,29 @@ def test_a_lost_data_volume_costs_at_most_archive_timeout(container: str) -> Non
     def write() -> None:
         while not stop.is_set():
             stamp = time.time()
-            sql = (f"INSERT INTO ticks (at) VALUES (to_timestamp({stamp}))" if is_pg else
-                   f"INSERT INTO ticks (at) VALUES (FROM_UNIXTIME({stamp}))")
-            ok = (docker("exec", "-u", "postgres", PG, "psql", "-U", "shipyard", "-d", "shipyard",
-                         "-qc", sql, check=False) if is_pg else
-                  docker("exec", LAMP, "mariadb", "app", "-e", sql, check=False))
+            sql = (
+                f"INSERT INTO ticks (at) VALUES (to_timestamp({stamp}))"  # noqa: S608 (a float)
+                if is_pg
+                else f"INSERT INTO ticks (at) VALUES (FROM_UNIXTIME({stamp}))"  # noqa: S608
+            )
+            ok = (
+                docker(
+                    "exec",
+                    "-u",
+                    "postgres",
+                    PG,
+                    "psql",
+                    "-U",
+                    "shipyard",
+                    "-d",
+                    "shipyard",
+                    "-qc",
+                    sql,
+                    check=False,
+                )
+                if is_pg
+                else docker("exec", LAMP, "mariadb", "app", "-e", sql, check=False)
+            )
             if ok.returncode == 0:
                 last.append(stamp)
             time.sleep(0.2)
@@ -304,8 +403,11 @@ def test_a_lost_data_volume_costs_at_most_archive_timeout(container: str) -> Non
     writer.join()
     recreate_with_restore(container)
     wait_status(container, 0, 600)
-    restored = float(psql("SELECT extract(epoch FROM max(at)) FROM ticks") if is_pg else
-                     maria("SELECT UNIX_TIMESTAMP(max(at)) FROM ticks"))
+    restored = float(
+        psql("SELECT extract(epoch FROM max(at)) FROM ticks")
+        if is_pg
+        else maria("SELECT UNIX_TIMESTAMP(max(at)) FROM ticks")
+    )
     lost = max(last) - restored
     assert lost <= ARCHIVE_TIMEOUT, f"lost {lost:.1f} s of commits, more than archive_timeout"
 
@@ -339,7 +441,9 @@ def test_unreachable_s3_shows_in_health_while_the_databases_serve() -> None:
 def test_verify_catches_a_corrupted_backup_object(engine: str) -> None:
     container = PG if engine == "postgresql" else LAMP
     docker("exec", container, "shipyard-backup", "backup", "--type", "full")
-    where = "backups/postgresql/backup/main/" if engine == "postgresql" else "backups/mariadb/backups/"
+    where = (
+        "backups/postgresql/backup/main/" if engine == "postgresql" else "backups/mariadb/backups/"
+    )
     flipped = in_lamp_python(
         f"objs = [o for p in s3.get_paginator('list_objects_v2').paginate(Bucket=name,"
         f" Prefix='{where}') for o in p.get('Contents', [])]\n"
@@ -349,11 +453,14 @@ def test_verify_catches_a_corrupted_backup_object(engine: str) -> None:
         "body = bytearray(s3.get_object(Bucket=name, Key=o['Key'])['Body'].read())\n"
         "open('/tmp/original', 'wb').write(body)\n"
         "mid = len(body) // 2\nbody[mid:mid + 16] = bytes(b ^ 0xFF for b in body[mid:mid + 16])\n"
-        "s3.put_object(Bucket=name, Key=o['Key'], Body=bytes(body))\nprint(o['Key'])\n").strip()
+        "s3.put_object(Bucket=name, Key=o['Key'], Body=bytes(body))\nprint(o['Key'])\n"
+    ).strip()
     try:
         run = playbook("backup.yml", backup_engines=[engine], backup_type="differential")
         assert run.returncode != 0, "verify passed a corrupted backup"
         assert "backup_verify: the restore of" in run.stdout, run.stdout[-4000:]
     finally:
-        in_lamp_python(f"s3.put_object(Bucket=name, Key='{flipped}',"
-                       " Body=open('/tmp/original', 'rb').read())\n")
+        in_lamp_python(
+            f"s3.put_object(Bucket=name, Key='{flipped}',"
+            " Body=open('/tmp/original', 'rb').read())\n"
+        )
