@@ -1,0 +1,127 @@
+"""shipyard-backup's settings and schedules: every bad value fails where it is read, naming it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from shipyard_backup.config import ConfigError, load, parse_size
+from shipyard_backup.cron import Cron, CronError
+from shipyard_backup.timeparse import parse_target
+
+BASE = {
+    "SHIPYARD_BACKUP_ENGINE": "postgresql",
+    "SHIPYARD_BACKUP_STATE_DIR": "/run/x",
+    "SHIPYARD_BACKUP_DATA_DIR": "/var/lib/postgresql/data",
+    "SHIPYARD_BACKUP_SOCKET_DIR": "/run/postgresql",
+}
+ON = BASE | {
+    "SHIPYARD_BACKUP_S3_BUCKET": "shipyard-backups",
+    "SHIPYARD_BACKUP_S3_ENDPOINT": "https://s3:5443",
+    "SHIPYARD_BACKUP_S3_ACCESS_KEY_ID_FILE": "/run/secrets/id",
+    "SHIPYARD_BACKUP_S3_SECRET_ACCESS_KEY_FILE": "/run/secrets/secret",
+    "SHIPYARD_BACKUP_ENCRYPTION_KEY_FILE": "/run/secrets/key",
+}
+
+
+def settings(tmp_path: Path, **env: str):
+    return load(tmp_path / "none.toml", ON | env)
+
+
+def test_backups_are_off_without_a_bucket(tmp_path: Path) -> None:
+    off = load(tmp_path / "none.toml", BASE)
+    assert not off.enabled and not off.archiving
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "SHIPYARD_BACKUP_S3_ENDPOINT",
+            "http://s3:5000",
+            "s3_endpoint (SHIPYARD_BACKUP_S3_ENDPOINT)",
+        ),
+        ("SHIPYARD_BACKUP_S3_BUCKET", "Bad_Bucket", "s3_bucket (SHIPYARD_BACKUP_S3_BUCKET)"),
+        ("SHIPYARD_BACKUP_S3_PREFIX", "a/../b", "s3_prefix"),
+        ("SHIPYARD_BACKUP_ENCRYPTION", "rot13", "encryption (SHIPYARD_BACKUP_ENCRYPTION)"),
+        ("SHIPYARD_BACKUP_ENCRYPTION_KEY_FILE", "", "encryption_key_file"),
+        ("SHIPYARD_BACKUP_S3_SECRET_ACCESS_KEY_FILE", "relative", "s3_secret_access_key_file"),
+        ("SHIPYARD_BACKUP_SCHEDULE_FULL", "61 * * * *", "schedule_full"),
+        ("SHIPYARD_BACKUP_SCHEDULE_DIFFERENTIAL", "* * *", "schedule_differential"),
+        ("SHIPYARD_BACKUP_ARCHIVE_TIMEOUT", "1", "archive_timeout"),
+        ("SHIPYARD_BACKUP_RETENTION_FULL", "two", "retention_full"),
+        ("SHIPYARD_BACKUP_ARCHIVE_QUEUE_MAX", "lots", "archive_queue_max"),
+        ("SHIPYARD_BACKUP_MODE", "sometimes", "mode"),
+        ("SHIPYARD_BACKUP_RESTORE", "2026-12-01 12:00:00", "restore"),
+    ],
+)
+def test_a_bad_setting_fails_naming_it(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        settings(tmp_path, **{variable: value})
+
+
+def test_an_unknown_key_in_the_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "backup.toml"
+    path.write_text('s3_buckett = "x"\n')
+    with pytest.raises(ConfigError, match="unknown key 's3_buckett'"):
+        load(path, ON)
+
+
+def test_secrets_are_read_from_files_and_name_the_setting(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("sekrit\n")
+    s = settings(
+        tmp_path,
+        SHIPYARD_BACKUP_ENCRYPTION_KEY_FILE=str(key),
+        SHIPYARD_BACKUP_STATE_DIR=str(tmp_path / "state"),
+    )
+    assert s.secret("encryption_key_file") == "sekrit"
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    s = settings(
+        tmp_path,
+        SHIPYARD_BACKUP_S3_ACCESS_KEY_ID_FILE=str(empty),
+        SHIPYARD_BACKUP_STATE_DIR=str(tmp_path / "state"),
+    )
+    with pytest.raises(ConfigError, match=r"s3_access_key_id_file \(.*\): .* is empty"):
+        s.secret("s3_access_key_id_file")
+
+
+def test_sizes() -> None:
+    assert parse_size("k", "1GiB") == 1 << 30
+    assert parse_size("k", "512M") == 512 << 20
+    assert parse_size("k", "100") == 100
+
+
+def test_restore_targets_need_an_offset() -> None:
+    assert parse_target("latest") is None
+    assert parse_target("2026-12-01 12:00:00+00") == datetime(2026, 12, 1, 12, tzinfo=UTC)
+    with pytest.raises(ValueError, match="no UTC offset"):
+        parse_target("2026-12-01 12:00:00")
+
+
+def test_cron_next_and_last() -> None:
+    weekly = Cron.parse("0 1 * * 0")
+    tuesday = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    assert weekly.next_after(tuesday) == datetime(2026, 12, 6, 1, tzinfo=UTC)
+    assert weekly.last_before(tuesday, timedelta(days=8)) == datetime(2026, 11, 29, 1, tzinfo=UTC)
+    every5 = Cron.parse("*/5 * * * *")
+    assert every5.next_after(datetime(2026, 12, 1, 0, 3, tzinfo=UTC)).minute == 5
+    sunday7 = Cron.parse("0 0 * * 7")
+    assert sunday7.matches(datetime(2026, 12, 6, tzinfo=UTC))
+    # Both day fields restricted: either one matches, as in cron.
+    either = Cron.parse("0 0 1 * 1")
+    assert either.matches(datetime(2026, 12, 7, tzinfo=UTC))  # a Monday
+    assert either.matches(datetime(2026, 12, 1, tzinfo=UTC))  # the 1st
+    assert Cron.parse("0 0 31 2 *").next_after(tuesday) is None
+
+
+@pytest.mark.parametrize(
+    "text", ["* * * *", "60 * * * *", "*/0 * * * *", "a * * * *", "5-1 * * * *"]
+)
+def test_bad_cron_expressions(text: str) -> None:
+    with pytest.raises(CronError):
+        Cron.parse(text)
