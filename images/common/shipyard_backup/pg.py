@@ -91,6 +91,10 @@ def render_pgbackrest(settings: Settings) -> str:
         f"log-path={settings.state_dir / 'log'}",
         f"spool-path={settings.state_dir / 'spool'}",
         "",
+        # A restore is latency-bound (one ranged GET per bundled file), not CPU-bound.
+        "[global:restore]",
+        "process-max=4",
+        "",
         f"[{STANZA}]",
         f"pg1-path={settings.data_dir}",
         f"pg1-socket-path={settings.socket_dir}",
