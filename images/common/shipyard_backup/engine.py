@@ -99,8 +99,11 @@ class PostgreSQL:
         return self.pg.data_dir_empty(self.settings)
 
     def verify_point(self, query: str | None) -> dict[str, Any]:
-        point = self.pg.verify_point(self.settings, query)
         found = self.backups()
+        if found:
+            # pgBackRest reads every file of the set and checks it against its manifest.
+            self.pg.verify_repository(self.settings, found[-1]["id"])
+        point = self.pg.verify_point(self.settings, query)
         point["backup"] = found[-1]["id"] if found else None
         return point
 
@@ -111,6 +114,7 @@ class PostgreSQL:
         self.pg.annotate(self.settings, backup, note)
 
     def check_settings(self) -> None:
+        self.pg.check_credentials(self.settings)
         self.pg.probe(self.settings)
         self.pg.info_json(self.settings)
 

@@ -168,14 +168,58 @@ def info_json(settings: Settings) -> list[dict[str, Any]]:
 
 def probe(settings: Settings) -> None:
     """One cheap request to the repository; raises StepError when S3 does not answer."""
+    # Bounded by the check interval, so an outage shows within one.
+    limit = max(2, min(PROBE_TIMEOUT, settings.check_interval))
     pgbackrest(
         settings,
-        f"--io-timeout={PROBE_TIMEOUT}",
+        f"--io-timeout={limit}",
         "--db-timeout=10",
         "repo-ls",
-        timeout=PROBE_TIMEOUT * 3,
+        timeout=limit,
         what="listing the repository",
     )
+
+
+def verify_repository(settings: Settings, label: str) -> None:
+    proc = run(
+        [
+            "pgbackrest",
+            f"--config={conf_path(settings)}",
+            f"--stanza={STANZA}",
+            f"--set={label}",
+            "--log-level-console=warn",
+            "verify",
+        ],
+        user=postgres(),
+        what="pgbackrest verify",
+        check=False,
+    )
+    text = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0 or "invalid" in text or "ERROR" in text:
+        raise StepError(
+            f"backup_verify: pgbackrest verify found backup {label} damaged: {tail(text)}"
+        )
+
+
+def check_credentials(settings: Settings) -> None:
+    """A GET, whose refusal carries S3's error code (a HEAD's has no body to say which key)."""
+    proc = run(
+        [
+            "pgbackrest",
+            f"--config={conf_path(settings)}",
+            f"--stanza={STANZA}",
+            f"--io-timeout={PROBE_TIMEOUT}",
+            "repo-get",
+            "backup/main/backup.info",
+        ],
+        user=postgres(),
+        timeout=PROBE_TIMEOUT * 3,
+        what="reading the repository",
+        check=False,
+    )
+    text = proc.stderr + proc.stdout
+    if proc.returncode != 0 and "missing file" not in text and "unable to open" not in text:
+        raise StepError(f"reading the repository failed: {tail(text)}")
 
 
 def backup(settings: Settings, kind: str, lock_wait: float = 3600) -> dict[str, Any]:

@@ -422,9 +422,11 @@ def test_unreachable_s3_shows_in_health_while_the_databases_serve() -> None:
     try:
         started = time.monotonic()
         for container in (PG, LAMP):
-            text = wait_status(container, 1, CHECK_INTERVAL + 30, "S3 does not answer")
+            text = wait_status(container, 1, 2 * CHECK_INTERVAL + 30, "S3 does not answer")
             assert "backup (degraded" in text
-        assert time.monotonic() - started <= CHECK_INTERVAL + 30
+        # One interval to the next check, one for its probe to give up; the
+        # rest is docker exec on a loaded machine.
+        assert time.monotonic() - started <= 2 * CHECK_INTERVAL + 30
         psql("INSERT INTO pitr VALUES (9001)")
         maria("INSERT INTO pitr VALUES (9001)")
         assert psql("SELECT count(*) FROM pitr WHERE id = 9001") == "1"
@@ -440,16 +442,21 @@ def test_unreachable_s3_shows_in_health_while_the_databases_serve() -> None:
 @pytest.mark.parametrize("engine", ["postgresql", "mariadb"])
 def test_verify_catches_a_corrupted_backup_object(engine: str) -> None:
     container = PG if engine == "postgresql" else LAMP
-    docker("exec", container, "shipyard-backup", "backup", "--type", "full")
-    where = (
-        "backups/postgresql/backup/main/" if engine == "postgresql" else "backups/mariadb/backups/"
+    full = json.loads(
+        docker("exec", container, "shipyard-backup", "backup", "--type", "full").stdout
     )
+    label = full["id"]
+    where = (
+        f"backups/postgresql/backup/main/{label}/"
+        if engine == "postgresql"
+        else f"backups/mariadb/backups/{label}/"
+    )
+    # The largest data object of the full backup every later restore starts from.
     flipped = in_lamp_python(
         f"objs = [o for p in s3.get_paginator('list_objects_v2').paginate(Bucket=name,"
         f" Prefix='{where}') for o in p.get('Contents', [])]\n"
-        "objs = [o for o in objs if not o['Key'].endswith(('.json', '.info', '.copy', '.manifest'))"
-        " and '.manifest' not in o['Key']]\n"
-        "o = max(objs, key=lambda o: (o['LastModified'], o['Size']))\n"
+        "objs = [o for o in objs if 'manifest' not in o['Key']]\n"
+        "o = max(objs, key=lambda o: o['Size'])\n"
         "body = bytearray(s3.get_object(Bucket=name, Key=o['Key'])['Body'].read())\n"
         "open('/tmp/original', 'wb').write(body)\n"
         "mid = len(body) // 2\nbody[mid:mid + 16] = bytes(b ^ 0xFF for b in body[mid:mid + 16])\n"
@@ -457,10 +464,8 @@ def test_verify_catches_a_corrupted_backup_object(engine: str) -> None:
     ).strip()
     try:
         run = playbook("backup.yml", backup_engines=[engine], backup_type="differential")
-        assert run.returncode != 0, "verify passed a corrupted backup"
-        assert "backup_verify: the restore of" in run.stdout, run.stdout[-4000:]
+        assert run.returncode != 0, f"verify passed with {flipped} corrupted"
+        assert "backup_verify: " in run.stdout, run.stdout[-4000:]
     finally:
-        in_lamp_python(
-            f"s3.put_object(Bucket=name, Key='{flipped}',"
-            " Body=open('/tmp/original', 'rb').read())\n"
-        )
+        restore = "Body=open('/tmp/original', 'rb').read()"
+        in_lamp_python(f"s3.put_object(Bucket=name, Key='{flipped}', {restore})\n")
