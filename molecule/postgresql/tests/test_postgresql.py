@@ -139,13 +139,15 @@ def test_services_run_as_postgres(instance: str) -> None:
     services = {
         pid: by_pid[pid][1:] for pid, (ppid, _, _) in by_pid.items() if ppid == supervisor[0]
     }
-    # The log agent and the log pruner run beside the server (images/postgresql/README.md).
+    # The log agent, the log pruner and the backup service (idle without a
+    # bucket) run beside the server (images/postgresql/README.md).
     assert sorted(services.values()) == [
         ("log-age+", "shipyard-logs"),
         ("postgres", "postgres"),
+        ("postgres", "shipyard-backup"),
         ("root", "shipyard-log-ro"),
     ], by_pid
-    postmaster = [pid for pid, (user, _) in services.items() if user == "postgres"]
+    postmaster = [pid for pid, (_, comm) in services.items() if comm == "postgres"]
     assert by_pid[postmaster[0]][1:] == ("postgres", "postgres")
     children = [(user, comm) for ppid, user, comm in by_pid.values() if ppid == postmaster[0]]
     assert children, "the postmaster has no child processes"
