@@ -43,7 +43,20 @@ HOST_VARS = {
 # ------------------------------------------------------------------ helpers
 
 
+def secrets() -> list[str]:
+    names = ("backup-encryption-key", "backup-s3-access-key-id", "backup-s3-secret-access-key")
+    return [(STATE / "secrets" / n).read_text().strip() for n in names]
+
+
 def playbook(name: str, **extra: object) -> subprocess.CompletedProcess[str]:
+    """Run a playbook; whatever it does, no secret may appear in its output."""
+    run = _playbook(name, **extra)
+    for secret in secrets():
+        assert secret not in run.stdout + run.stderr, f"a secret is in the output of {name}"
+    return run
+
+
+def _playbook(name: str, **extra: object) -> subprocess.CompletedProcess[str]:
     inventory = {
         "all": {
             "children": {
