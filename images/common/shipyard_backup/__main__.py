@@ -30,7 +30,7 @@ from typing import Any
 from . import engine as engines
 from .config import ConfigError, Settings, env_name, load
 from .engine import Engine
-from .runner import StepError, print_json
+from .runner import RESTORE_MARKER, StepError, print_json
 from .timeparse import parse_target
 
 EX_STEP = 1
@@ -127,6 +127,12 @@ def dispatch(settings: Settings, args: argparse.Namespace) -> object:
 
         sys.exit(Scheduler(settings).run())
     if verb == "bootstrap":
+        marker = settings.data_dir / RESTORE_MARKER
+        if settings.restore and marker.exists():
+            raise StepError(
+                f"a restore into {settings.data_dir} did not finish (its log is that start's); "
+                "empty the data volume and start again"
+            )
         if not settings.restore or not engine.data_dir_empty():
             return None
         logging.getLogger("shipyard-backup").info(
@@ -135,7 +141,11 @@ def dispatch(settings: Settings, args: argparse.Namespace) -> object:
         # A verify point (backup_verify) pins the restore exactly; else `restore` is the target.
         args.at, args.register = settings.restore, "auto"
         args.point = os.environ.get("SHIPYARD_BACKUP_RESTORE_POINT") or None
-        return _restore(settings, engine, args)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        result = _restore(settings, engine, args)
+        marker.unlink()
+        return result
     _require(settings)
     if verb == "check-settings":
         settings.secret("s3_access_key_id_file")

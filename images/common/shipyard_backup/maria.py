@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .config import Settings
-from .runner import Account, StepError, account, copy_secrets, make_dir, run, tail
+from .runner import RESTORE_MARKER, Account, StepError, account, copy_secrets, make_dir, run, tail
 from .s3 import Bucket, Stored
 from .sqltypes import Connection, Cursor
 from .timeparse import iso
@@ -649,6 +649,8 @@ def run_stream(argv: list[str], stream: IO[bytes], what: str) -> None:
 
 def _empty(directory: Path) -> None:
     for entry in directory.iterdir():
+        if entry.name == RESTORE_MARKER:
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:

@@ -22,7 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .runner import Account, StepError, account, copy_secrets, make_dir, run, tail, write_private
+from .runner import (
+    RESTORE_MARKER,
+    Account,
+    StepError,
+    account,
+    copy_secrets,
+    make_dir,
+    run,
+    tail,
+    write_private,
+)
 from .sqltypes import Connection, Cursor
 from .timeparse import iso
 
@@ -477,10 +487,24 @@ def restore(settings: Settings, target: datetime | None, point: str | None) -> d
         args += ["--type=time", f"--target={target.isoformat(sep=' ')}", "--target-action=promote"]
     if not settings.data_dir.exists():
         make_dir(settings.data_dir, owner)
+    marker = settings.data_dir / RESTORE_MARKER
+    marked = marker.exists()
     started = time.monotonic()
     pgbackrest(settings, *args, "restore", what="pgbackrest restore")
+    if marked:
+        marker.touch()  # a delta restore removes what its manifest does not list
     fetched = time.monotonic() - started
-    recover(settings, owner)
+    try:
+        recover(settings, owner)
+    except StepError as exc:
+        if target is None or "before configured recovery target was reached" not in str(exc):
+            raise
+        # PostgreSQL knows it passed a time only from a later commit. The
+        # archive has none after the target: every commit in it is older, so
+        # recovering to its end is recovering to the target.
+        log.warning("no commit after %s in the archive: recovering to its end", iso(target))
+        pgbackrest(settings, "--type=default", "restore", what="pgbackrest restore")
+        recover(settings, owner)
     return {
         "restored_seconds": round(fetched, 1),
         "recovered_seconds": round(time.monotonic() - started - fetched, 1),

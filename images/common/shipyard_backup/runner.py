@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from .config import Settings
 
 log = logging.getLogger("shipyard-backup")
+# In the data directory while a restore into it is under way: a start that
+# finds it refuses to go on with half a database.
+RESTORE_MARKER = ".shipyard-restore-incomplete"
 # What an error message quotes of a tool's output: enough to see the cause.
 TAIL = 1500
 
