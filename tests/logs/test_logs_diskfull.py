@@ -10,33 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from logs_harness import Collector, ForwardClient, MotoServer, fill, forward, wait_for
+from logs_harness import Collector, ForwardClient, MotoServer, fill, forward, tmpfs, wait_for
 from shipyard_logs.forward import EventTime
 from test_logs_agent import Agent, Writer
 from test_logs_uploader import all_records, objects
 
 HOUR_10 = EventTime(1795168800)  # 2026-11-20T10:00:00+00:00, long closed
 PAGE = 4096
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` mounted at path (root only, as in CI), unmounted afterwards."""
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "--lazy", str(path)], check=False)
 
 
 def frame(chunk: str, records: list[dict]) -> bytes:
