@@ -154,7 +154,10 @@ def _number(value: float) -> str:
 
 def _show(value: object, secret: bool) -> str:
     """A value for an error message: secrets by type only."""
-    return f"a {type(value).__name__} (value not shown)" if secret else repr(value)
+    if not secret:
+        return repr(value)
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name} (value not shown)"
 
 
 def coerce(key: str, raw: str, like: object, secret: bool = False) -> object:

@@ -261,12 +261,12 @@ def _part_range(head: dict[str, Any], rel: str) -> tuple[int, int, str] | None:
 
 
 def _shipped_prefix(
-    client: Any,
+    client: Any,  # noqa: ANN401 - boto3 clients are untyped
     settings: S3Settings,
     key: str,
     rel: str,
     start: int,
-    data: bytes,  # noqa: ANN401
+    data: bytes,
 ) -> int | None:
     """How many of `data`'s first bytes the object at `key` already holds, if it holds a prefix."""
     found = _part_range(client.head_object(Bucket=settings.bucket, Key=key), rel)
