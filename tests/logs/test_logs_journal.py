@@ -76,3 +76,21 @@ def test_a_torn_line_in_the_middle_does_not_hide_the_commits_after_it(tmp_path: 
     assert [
         json.loads(x.split("\t")[2])["n"] for x in (tmp_path / rel).read_text().splitlines()
     ] == [0, 1]
+
+
+def test_a_last_line_without_its_newline_was_never_committed(tmp_path: Path):
+    store = SliceStore(tmp_path, SliceLayout())
+    store.open()
+    commit(store, 0)
+    store.close()
+    # A crash between writing a line and its newline: whole JSON, but never fsync'd whole.
+    with store.journal_path.open("ab") as journal:
+        journal.write(b'{"t":1,"c":["s:c7"],"f":{}}')
+    reopened = SliceStore(tmp_path, SliceLayout())
+    reopened.open()
+    assert reopened.seen("c0") and not reopened.seen("c7")
+    commit(reopened, 1)
+    reopened.close()
+    again = SliceStore(tmp_path, SliceLayout())
+    again.open()
+    assert again.seen("c0") and again.seen("c1") and not again.seen("c7")

@@ -309,9 +309,12 @@ class SliceStore:
             data = self.journal_path.read_bytes()
         except FileNotFoundError:
             return
-        torn = 0
+        lines = data.split(b"\n")
+        # After the last newline: a line whose write never finished, so never
+        # acked, even where what got written happens to be whole JSON.
+        torn = 1 if lines.pop() else 0
         offset = 0
-        for raw in data.split(b"\n"):
+        for raw in lines:
             offset += len(raw) + 1
             if not raw:
                 continue
@@ -336,7 +339,7 @@ class SliceStore:
                 start, when = origin if isinstance(origin, list) else (origin, stamp)
                 self._origins[rel] = int(start)
                 self._origin_times[rel] = float(when)
-            self._valid_end = min(offset, len(data))
+            self._valid_end = offset
         if torn:
             log.warning("journal %s: skipped %d torn line(s)", self.journal_path, torn)
         while len(self._seen) > self.max_chunk_ids:
@@ -540,11 +543,13 @@ class SliceStore:
                 os.fsync(fd)
                 after[rel] = self._sizes[rel] + len(data)
             self._journal({"t": now, "c": keys, "f": after})
-        except OSError as exc:
+        except BaseException as exc:
             # Each file back to its length before this commit (fresh: as found).
             cut_to = {rel: fresh.get(rel, self._sizes.get(rel, 0)) for rel in pending}
             self._rollback(mark, cut_to, fresh)
-            raise StoreError(self.root, exc) from exc
+            if isinstance(exc, OSError):
+                raise StoreError(self.root, exc) from exc
+            raise
         self._sizes.update(after)
         for rel in after:
             self._touched[rel] = now

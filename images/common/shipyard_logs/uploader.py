@@ -34,6 +34,7 @@ their read-modify-write of the bucket's lifecycle configuration apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import logging
@@ -410,6 +411,10 @@ class Uploader:
         while True:
             origin, size = await self.writer(self.store.seal, rel)
             if size == 0:
+                # Nothing committed (a first write that failed leaves an empty
+                # file): nothing to ship, and the file goes.
+                with contextlib.suppress(StoreError):
+                    await self.writer(self.store.release, rel, 0)
                 return
             try:
                 data = await asyncio.to_thread(_read, self.store.root / rel, size)

@@ -226,13 +226,18 @@ def kill_and_restart_collector() -> None:
     wait_healthy(COLLECTOR)
 
 
-# The agent's pid, found by its command line; shipyard-init restarts it.
+# The agent's pid, found by its arguments (python3 .../shipyard-logs agent ...),
+# which this script's own command line does not have; shipyard-init restarts it.
 KILL_AGENT = """
-for proc in /proc/[0-9]*; do
-  if tr '\\0' ' ' < "$proc/cmdline" 2>/dev/null | grep -q 'shipyard-logs agent'; then
+procs=$(echo /proc/[0-9]*)
+set -f  # the arguments below are split into words, never globbed
+for proc in $procs; do
+  set -- $(tr '\\0' ' ' < "$proc/cmdline" 2>/dev/null)
+  if [ "${2:-}" = /usr/local/bin/shipyard-logs ] && [ "${3:-}" = agent ]; then
     kill -KILL "${proc#/proc/}" && echo killed
   fi
-done
+done 2>/dev/null
+exit 0
 """
 
 
