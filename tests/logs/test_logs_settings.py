@@ -49,6 +49,11 @@ def check_config(tmp_path: Path, program: str, config: dict[str, Any], env: dict
         ("collector", {"root": "relative/dir"}, "collector.root must be an absolute path"),
         (
             "collector",
+            {"time_slice_format": "%Y%m%d/${host}-%H" + "x" * 100},
+            "collector.time_slice_format: time_slice_format must be at most 100 characters",
+        ),
+        (
+            "collector",
             {"s3": {"bucket": "logs-bkt", "upload_interval": 0.0}},
             "collector.s3.upload_interval must be between 0.1 and 86400",
         ),

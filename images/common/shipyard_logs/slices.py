@@ -70,6 +70,9 @@ class SliceLayout:
 
     def __init__(self, time_slice_format: str = DEFAULT_TIME_SLICE_FORMAT) -> None:
         fmt = time_slice_format
+        # With a host of up to 128 characters, names stay within a file system's 255.
+        if len(fmt) > 100:
+            raise LayoutError("time_slice_format must be at most 100 characters")
         if fmt.count(HOST_PLACEHOLDER) != 1:
             raise LayoutError("time_slice_format must contain ${host} exactly once")
         directives = re.findall(r"%(.)", fmt)

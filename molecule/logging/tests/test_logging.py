@@ -4,7 +4,7 @@ The LAMP container's access log carries 20,000 requests, each with a unique
 id, in one run through every fault at once: the collector SIGKILLed twice,
 the agent SIGKILLed once, the LAMP container restarted, the access log
 rotated both ways (rename-and-create, by the image's own size-based rotation
-and by hand, and copytruncate), S3 down for 30 s, and the bucket deleted
+and by hand, and copytruncate), S3 off the network for 30 s, and the bucket deleted
 (its objects kept aside by the test) and recreated by the collector. Every
 request must then appear exactly once in the collector's slice files and in
 the objects uploaded to S3. The rest checks the other sources, interop with
@@ -38,6 +38,7 @@ from container_checks import address, docker, wait_healthy
 from fluent import sender
 
 S3 = "shipyard-molecule-logging-s3"
+NETWORK = "shipyard-molecule-logging"  # molecule.yml; the collector finds S3 there as `s3`
 COLLECTOR = "shipyard-molecule-logging-collector"
 LAMP = "shipyard-molecule-logging-lamp"
 PG = "shipyard-molecule-logging-pg"
@@ -246,12 +247,12 @@ def kill_agent() -> None:
 
 
 def s3_outage() -> threading.Thread:
-    """S3 stops answering (frozen, connections hang) for S3_OUTAGE seconds; its data stays."""
-    docker("pause", S3)
+    """S3 leaves the network for S3_OUTAGE seconds (its name stops resolving); its data stays."""
+    docker("network", "disconnect", NETWORK, S3)
 
     def resume() -> None:
         time.sleep(S3_OUTAGE)
-        docker("unpause", S3)
+        docker("network", "connect", "--alias", "s3", NETWORK, S3)
 
     thread = threading.Thread(target=resume)
     thread.start()
