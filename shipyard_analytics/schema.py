@@ -76,7 +76,7 @@ TYPES: dict[str, dict[str, str]] = {
     "spark": {"timestamp": "TIMESTAMP", "string": "STRING", "int": "INT", "bigint": "BIGINT"},
     "athena": {"timestamp": "timestamp", "string": "string", "int": "int", "bigint": "bigint"},
     "trino": {
-        "timestamp": "timestamp(6) with time zone",
+        "timestamp": "timestamp",
         "string": "varchar",
         "int": "integer",
         "bigint": "bigint",
