@@ -62,9 +62,8 @@ def trino(warehouse: str, schema: str) -> str:
 
 
 def table_ddl(dialect: str, warehouse: str, schema: str) -> str:
+    after = "-- then, after each merge: "
     if dialect == "athena":
-        return f"{athena(warehouse, schema)};\n-- then, after each merge: MSCK REPAIR TABLE `{schema}`.`{TABLE}`;"
-    return (
-        f"{trino(warehouse, schema)};\n"
-        f"-- then, after each merge: CALL system.sync_partition_metadata('{schema}', '{TABLE}', 'ADD');"
-    )
+        return f"{athena(warehouse, schema)};\n{after}MSCK REPAIR TABLE `{schema}`.`{TABLE}`;"
+    sync = f"CALL system.sync_partition_metadata('{schema}', '{TABLE}', 'ADD');"
+    return f"{trino(warehouse, schema)};\n{after}{sync}"

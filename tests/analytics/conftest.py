@@ -75,12 +75,12 @@ def moto() -> Iterator[Any]:
         server.stop()
 
 
-def s3_url(server: Any) -> str:  # noqa: ANN401
+def s3_url(server: Any) -> str:
     host, port = server.get_host_and_port()
     return f"http://{host}:{port}"
 
 
-def s3_client(server: Any) -> Any:  # noqa: ANN401
+def s3_client(server: Any) -> Any:
     import boto3
 
     return boto3.session.Session(
@@ -90,7 +90,7 @@ def s3_client(server: Any) -> Any:  # noqa: ANN401
     ).client("s3", endpoint_url=s3_url(server))
 
 
-def upload_day(client: Any, bucket: str, day: Day, prefix: str = "") -> None:  # noqa: ANN401
+def upload_day(client: Any, bucket: str, day: Day, prefix: str = "") -> None:
     """Put a generated store's slices where the collector's uploader puts them."""
     for path in sorted((day.root / "logs").rglob("*.log.gz")):
         key = prefix + path.relative_to(day.root).as_posix()

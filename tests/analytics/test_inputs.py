@@ -18,23 +18,23 @@ DATE = DAY.isoformat()
 SLICES = f"logs/{DAY:%Y%m%d}"
 
 
-def s3_args(moto: Any) -> list[str]:  # noqa: ANN401
+def s3_args(moto: Any) -> list[str]:
     return ["--endpoint-url", s3_url(moto)]
 
 
-def objects(client: Any, bucket: str, prefix: str = "") -> dict[str, tuple[str, Any]]:  # noqa: ANN401
+def objects(client: Any, bucket: str, prefix: str = "") -> dict[str, tuple[str, Any]]:
     listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
     return {o["Key"]: (o["ETag"], o["LastModified"]) for o in listed}
 
 
 @pytest.fixture
-def bucket(moto: Any, request: pytest.FixtureRequest) -> str:  # noqa: ANN401
+def bucket(moto: Any, request: pytest.FixtureRequest) -> str:
     name = "b-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:50].strip("-")
     s3_client(moto).create_bucket(Bucket=name)
     return name
 
 
-def test_merge_from_s3_into_s3_is_idempotent(moto: Any, bucket: str, day_small: Day) -> None:  # noqa: ANN401
+def test_merge_from_s3_into_s3_is_idempotent(moto: Any, bucket: str, day_small: Day) -> None:
     client = s3_client(moto)
     upload_day(client, bucket, day_small)
     slices_before = objects(client, bucket, "logs/")
@@ -73,7 +73,7 @@ def test_merge_from_s3_into_s3_is_idempotent(moto: Any, bucket: str, day_small: 
     assert objects(client, bucket, "logs/") == slices_before  # slices untouched
 
 
-def test_lifecycle_rule_keeps_the_collectors(moto: Any, bucket: str, day_small: Day) -> None:  # noqa: ANN401
+def test_lifecycle_rule_keeps_the_collectors(moto: Any, bucket: str, day_small: Day) -> None:
     client = s3_client(moto)
     upload_day(client, bucket, day_small)
     collector_rule = {
@@ -203,7 +203,7 @@ def test_records_of_another_day_in_a_slice(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("which", ["source", "warehouse"])
-def test_a_missing_bucket(moto: Any, bucket: str, day_small: Day, which: str) -> None:  # noqa: ANN401
+def test_a_missing_bucket(moto: Any, bucket: str, day_small: Day, which: str) -> None:
     upload_day(s3_client(moto), bucket, day_small)
     source = "s3://no-such-bucket" if which == "source" else f"s3://{bucket}"
     warehouse = "s3://no-such-bucket/wh/" if which == "warehouse" else f"s3://{bucket}/wh/"
