@@ -10,6 +10,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from shipyard_logs.slices import DEFAULT_TIME_SLICE_FORMAT
+
 from .engine_duckdb import DuckSettings
 from .errors import JobError
 from .job import ENGINES, Request, run_merge, run_report
@@ -55,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     source = merge.add_mutually_exclusive_group(required=True)
     source.add_argument("--root", type=Path, help="the collector's store (ROOT with logs/)")
     source.add_argument("--s3", help="s3://BUCKET[/PREFIX] the collector uploads to")
-    merge.add_argument("--time-slice-format", default="%Y%m%d/${host}-%H")
+    merge.add_argument(
+        "--time-slice-format",
+        default=DEFAULT_TIME_SLICE_FORMAT,
+        help="the collector's time_slice_format for these slices",
+    )
     merge.add_argument(
         "--archive-after-days",
         type=int,
@@ -93,7 +99,7 @@ def _request(args: argparse.Namespace) -> Request:
             access_key_id_file=args.access_key_id_file,
             secret_access_key_file=args.secret_access_key_file,
         ),
-        time_slice_format=getattr(args, "time_slice_format", "%Y%m%d/${host}-%H"),
+        time_slice_format=getattr(args, "time_slice_format", DEFAULT_TIME_SLICE_FORMAT),
         tag=args.tag,
         engine=args.engine,
         staging=args.staging,

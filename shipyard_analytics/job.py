@@ -18,6 +18,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from shipyard_logs.slices import DEFAULT_TIME_SLICE_FORMAT
+
 from . import s3
 from .engine_duckdb import DuckSettings, Fetch
 from .errors import NoInputError
@@ -36,7 +38,7 @@ class Request:
     root: Path | None = None  # the collector's store, or
     source: str | None = None  # s3://bucket/prefix it uploads to
     s3_options: s3.S3Options = field(default_factory=s3.S3Options)
-    time_slice_format: str = "%Y%m%d/${host}-%H"
+    time_slice_format: str = DEFAULT_TIME_SLICE_FORMAT
     tag: str = ACCESS_TAG
     engine: str = "duckdb"
     staging: Path | None = None

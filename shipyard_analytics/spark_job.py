@@ -38,6 +38,11 @@ def session(master: str = "local[*]") -> Any:  # noqa: ANN401 - pyspark is untyp
     builder = SparkSession.builder.appName("shipyard-logs-merge")
     if not SparkConf().contains("spark.master"):  # spark-submit's --master wins
         builder = builder.master(master)
+        if master.startswith("local"):
+            # Local mode stays on the loopback interface, whatever the host name resolves to.
+            builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config(
+                "spark.driver.host", "127.0.0.1"
+            )
     for key, value in {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
@@ -45,9 +50,6 @@ def session(master: str = "local[*]") -> Any:  # noqa: ANN401 - pyspark is untyp
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
         "spark.sql.shuffle.partitions": "8",
         "spark.ui.enabled": "false",
-        # Local mode stays on the loopback interface, whatever the host name resolves to.
-        "spark.driver.bindAddress": "127.0.0.1",
-        "spark.driver.host": "127.0.0.1",
         "spark.ui.showConsoleProgress": "false",
     }.items():
         builder = builder.config(key, value)

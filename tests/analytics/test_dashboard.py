@@ -45,6 +45,13 @@ CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 PATTERN = {"alpha": 40, "beta": 25}
+CONTAINERS = {
+    "web": "shipyard-lamp",
+    "mariadb": "shipyard-lamp",
+    "postgresql": "shipyard-postgresql",
+    "collector": "shipyard-log-collector",
+    "s3": "shipyard-s3",
+}
 
 
 def docker(*args: str) -> subprocess.CompletedProcess[str]:
@@ -114,9 +121,23 @@ def traffic(environment: None) -> dict[str, Any]:
             break
         assert time.monotonic() < deadline, f"shipped after 300 s: {shipped}"
         time.sleep(5)
+    wait_healthy()
     run = run_playbook("playbooks/report.yml", {"sample_app_report_date": f"{day:%Y-%m-%d}"})
     assert run.rc == 0, run.raw[-3000:]
-    return {"paths": paths, "records": records, "day": day}
+    snapshot = docker("exec", "shipyard-lamp", "cat", "/etc/shipyard/dashboard-status.json")
+    assert snapshot.returncode == 0, snapshot.stderr
+    return {"paths": paths, "records": records, "day": day, "status": json.loads(snapshot.stdout)}
+
+
+def wait_healthy(timeout: float = 120) -> None:
+    """Every container healthy, so that the snapshot the report takes next says so too."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = docker("inspect", "--format", "{{.State.Health.Status}}", *CONTAINERS.values())
+        if states.stdout.split() == ["healthy"] * len(CONTAINERS):
+            return
+        assert time.monotonic() < deadline, states.stdout
+        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
@@ -161,10 +182,12 @@ def test_health_table(browser: Any, traffic: dict[str, Any]) -> None:
     rows = page.locator("#health tr[data-service]")
     services = {rows.nth(i).get_attribute("data-service") for i in range(rows.count())}
     assert services == {"web", "mariadb", "postgresql", "collector", "s3"}
-    for service in services:
+    recorded = {c["name"]: c for c in traffic["status"]["containers"]}
+    for service, container in CONTAINERS.items():
         row = page.locator(f'#health tr[data-service="{service}"]')
         assert row.locator("td").nth(1).locator(".badge").inner_text() == "up", service
-        assert row.locator("td.health").inner_text() == "healthy", service
+        # The page shows what the snapshot recorded, and it was taken with all healthy.
+        assert row.locator("td.health").inner_text() == recorded[container]["health"] == "healthy"
         assert "0.1.0" in row.locator("td.image").inner_text(), service
 
     def version(service: str) -> str:
@@ -184,7 +207,7 @@ def test_charts_show_the_pattern(browser: Any, traffic: dict[str, Any]) -> None:
         bar = page.locator(f'#hits-per-path g.bar[data-label="{path}"]')
         assert bar.count() == 1, f"{path} not in the chart"
         assert bar.get_attribute("data-value") == str(count)
-        assert bar.locator("text.value").inner_text() == str(count)
+        assert bar.locator("text.value").text_content() == str(count)
     # The codes per hour, counted here from the shipped slices themselves.
     expected: Counter[tuple[int, str]] = Counter()
     for record in traffic["records"]:

@@ -117,20 +117,20 @@ function shipyard_bar_chart(array $values, string $id, callable $h): string
     $row = 22;
     $height = $row * count($values) + 4;
     $max = max(1, max($values));
-    $svg = "<svg id=\"$id\" class=\"chart\" viewBox=\"0 0 600 $height\" role=\"img\" preserveAspectRatio=\"xMinYMin meet\">";
+    $svg = "<svg id=\"$id\" class=\"chart\" viewBox=\"0 0 640 $height\" role=\"img\" preserveAspectRatio=\"xMinYMin meet\">";
     $y = 2;
     foreach ($values as $label => $value) {
-        $width = max(1, round(330 * $value / $max));
-        $short = mb_strlen((string) $label) > 34 ? mb_substr((string) $label, 0, 33) . '…' : (string) $label;
+        $width = max(1, round(300 * $value / $max));
+        $short = mb_strlen((string) $label) > 40 ? mb_substr((string) $label, 0, 39) . '…' : (string) $label;
         $svg .= sprintf(
             '<g class="bar" data-label="%s" data-value="%d"><title>%s: %d</title>'
-            . '<text x="196" y="%d" text-anchor="end">%s</text>'
-            . '<rect x="202" y="%d" width="%d" height="%d" rx="2"></rect>'
+            . '<text x="270" y="%d" text-anchor="end">%s</text>'
+            . '<rect x="276" y="%d" width="%d" height="%d" rx="2"></rect>'
             . '<text class="value" x="%d" y="%d">%d</text></g>',
             $h($label), $value, $h($label), $value,
             $y + 15, $h($short),
             $y + 3, $width, $row - 6,
-            206 + $width, $y + 15, $value
+            280 + $width, $y + 15, $value
         );
         $y += $row;
     }
@@ -219,7 +219,7 @@ th, td { text-align: left; padding: 4px 8px 4px 0; border-bottom: 1px solid var(
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: .8rem; color: #fff; background: var(--muted); }
 .badge.ok { background: var(--ok); } .badge.bad { background: var(--bad); } .badge.warn { background: var(--warn); }
-.chart { width: 100%; height: auto; display: block; font-size: 12px; }
+.chart { width: 100%; max-width: 760px; height: auto; display: block; font-size: 12px; }
 .chart .bar rect { fill: #0969da; } .chart text { fill: var(--ink); } .chart text.value { fill: var(--muted); }
 .chart line { stroke: var(--muted); }
 .c2xx { fill: #1a7f37; } .c3xx { fill: #0969da; } .c4xx { fill: #bf8700; } .c5xx { fill: #cf222e; } .cother { fill: #8c959f; }
