@@ -95,6 +95,8 @@ def _restore(settings: Settings, engine: Engine, args: argparse.Namespace) -> di
     elif point is not None:
         point = point.get("point", point)
     register = settings.archiving if args.register == "auto" else args.register == "yes"
+    if getattr(args, "mark", False) and settings.engine == "postgresql":
+        return engine.restore_marked(parse_target(args.at), point)
     return engine.restore(parse_target(args.at), point, register=register)
 
 
@@ -142,9 +144,12 @@ def dispatch(settings: Settings, args: argparse.Namespace) -> object:
         args.at, args.register = settings.restore, "auto"
         args.point = os.environ.get("SHIPYARD_BACKUP_RESTORE_POINT") or None
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+        # pgBackRest restores only into an empty directory: it marks its own.
+        if settings.engine == "mariadb":
+            marker.touch()
+        args.mark = True
         result = _restore(settings, engine, args)
-        marker.unlink()
+        marker.unlink(missing_ok=True)
         return result
     _require(settings)
     if verb == "check-settings":

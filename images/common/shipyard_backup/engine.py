@@ -95,6 +95,10 @@ class PostgreSQL:
         del register  # pgBackRest's timelines are PostgreSQL's own
         return self.pg.restore(self.settings, target, str(point) if point else None)
 
+    def restore_marked(self, target: datetime | None, point: object) -> dict[str, Any]:
+        """A restore that marks the data directory unfinished until it is done."""
+        return self.pg.restore(self.settings, target, str(point) if point else None, mark=True)
+
     def data_dir_empty(self) -> bool:
         return self.pg.data_dir_empty(self.settings)
 

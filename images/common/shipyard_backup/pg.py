@@ -467,7 +467,9 @@ def data_dir_empty(settings: Settings) -> bool:
     return not any(settings.data_dir.iterdir()) if settings.data_dir.exists() else True
 
 
-def restore(settings: Settings, target: datetime | None, point: str | None) -> dict[str, Any]:
+def restore(
+    settings: Settings, target: datetime | None, point: str | None, *, mark: bool = False
+) -> dict[str, Any]:
     """Restore into the data directory (delta over what is there), then recover and promote.
 
     The server runs here, on the unix socket only, until recovery reached the
@@ -488,11 +490,10 @@ def restore(settings: Settings, target: datetime | None, point: str | None) -> d
     if not settings.data_dir.exists():
         make_dir(settings.data_dir, owner)
     marker = settings.data_dir / RESTORE_MARKER
-    marked = marker.exists()
     started = time.monotonic()
     pgbackrest(settings, *args, "restore", what="pgbackrest restore")
-    if marked:
-        marker.touch()  # a delta restore removes what its manifest does not list
+    if mark:
+        marker.touch()  # after pgBackRest, which restores only into an empty directory
     fetched = time.monotonic() - started
     try:
         recover(settings, owner)
@@ -504,6 +505,8 @@ def restore(settings: Settings, target: datetime | None, point: str | None) -> d
         # recovering to its end is recovering to the target.
         log.warning("no commit after %s in the archive: recovering to its end", iso(target))
         pgbackrest(settings, "--type=default", "restore", what="pgbackrest restore")
+        if mark:
+            marker.touch()
         recover(settings, owner)
     return {
         "restored_seconds": round(fetched, 1),
