@@ -37,7 +37,11 @@ from typing import Any
 
 import msgpack
 from logs import HOST, TAG, access_line  # bench/logs.py, this directory
-from shipyard_logs import agent, collector, forward
+from shipyard_logs import collector, forward
+from shipyard_logs.agent.config import AgentConfig, load_config
+from shipyard_logs.agent.daemon import Agent
+from shipyard_logs.agent.shipper import Sent
+from shipyard_logs.agent.tail import Batch
 from shipyard_logs.parsers import parse_apache2
 
 # Lines per second of event time: records spread over several seconds, as in
@@ -57,22 +61,22 @@ def write_access_log(path: Path, lines: int) -> None:
 # ------------------------------------------------------------------ agent
 
 
-def agent_config(workdir: Path, log: Path) -> agent.AgentConfig:
+def agent_config(workdir: Path, log: Path) -> AgentConfig:
     path = workdir / "agent.json"
     source = {"path": str(log), "tag": TAG, "format": "apache2", "read_from_head": True}
     config = {"pos_dir": str(workdir / "pos"), "host": HOST, "sources": [source]}
     path.write_text(json.dumps(config))
-    return agent.load_config(str(path), env={})
+    return load_config(str(path), env={})
 
 
-def run_agent(config: agent.AgentConfig) -> list[agent.Sent]:
+def run_agent(config: AgentConfig) -> list[Sent]:
     """The agent's main loop without the clock: read, batch, frame; nothing is sent."""
-    runner = agent.Agent(config)
+    runner = Agent(config)
     for tail in runner.tails:
         tail.refresh(scan=True)
     sent = []
     while True:
-        batch = agent.Batch()
+        batch = Batch()
         if not sum(tail.read(batch) for tail in runner.tails):
             break
         sent.append(runner._sent(batch))
@@ -146,7 +150,7 @@ def cpu(func: Callable[[], Any], profile: cProfile.Profile | None) -> tuple[floa
     return time.process_time() - began, result
 
 
-def socket_reads(sent: list[agent.Sent]) -> list[bytes]:
+def socket_reads(sent: list[Sent]) -> list[bytes]:
     """One read per batch: the agent sends a batch's frames in one sendall."""
     return [b"".join(data for _, data in s.frames) for s in sent]
 

@@ -433,7 +433,8 @@ def test_killed_repeatedly_during_a_backlog_the_collector_has_every_line_once(
 
 def tail_batches(tmp_path: Path, content: bytes, **settings: object) -> list[tuple[object, int]]:
     """Every batch one Tail makes of a file, with the file offset after it."""
-    from shipyard_logs import agent  # the harness put images/common on the path
+    from shipyard_logs.agent.config import load_config
+    from shipyard_logs.agent.tail import Batch, Tail
 
     tmp_path.mkdir(exist_ok=True)
     log = tmp_path / "access.log"
@@ -443,12 +444,12 @@ def tail_batches(tmp_path: Path, content: bytes, **settings: object) -> list[tup
     config_file.write_text(
         json.dumps({"pos_dir": str(tmp_path), "host": "h", **settings, "sources": [source]})
     )
-    config = agent.load_config(str(config_file), env={})
-    tail = agent.Tail(config.sources[0], config)
+    config = load_config(str(config_file), env={})
+    tail = Tail(config.sources[0], config)
     tail.refresh(scan=True)
     batches = []
     while True:
-        batch = agent.Batch()
+        batch = Batch()
         if not tail.read(batch):
             return batches
         batches.append((batch, tail.watchers[0].offset))

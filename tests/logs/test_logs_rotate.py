@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from logs_harness import COMMON, PYTHON, Program, toml, wait_for
-from shipyard_logs.agent import render_positions
+from shipyard_logs.agent.positions import render_positions
 from shipyard_logs.config import ConfigError
 from shipyard_logs.rotate import Rotator, load_config, parse_size, rotate_file
 from test_logs_agent import Agent, shipped_ids

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .agent import read_positions
+from .agent.positions import read_positions
 from .config import ConfigError, config_from_cli, load_file, merge
 
 log = logging.getLogger("shipyard_logs.rotate")

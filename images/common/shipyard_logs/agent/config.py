@@ -1,0 +1,132 @@
+"""The agent's settings: a TOML or JSON file, SHIPYARD_AGENT_<KEY> overrides, checked here."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, load_file, merge
+from ..parsers import PARSERS, Parser
+
+DEFAULTS: dict[str, Any] = {
+    "collector_host": "127.0.0.1",
+    "collector_port": 24224,
+    "pos_dir": "/var/lib/shipyard/log-agent",
+    "host": "",
+    "host_key": "source_host",
+    "batch_lines": 1000,
+    "batch_bytes": 1024 * 1024,
+    "flush_interval": 1.0,
+    "poll_interval": 0.25,
+    "refresh_interval": 5.0,
+    "rotate_wait": 5.0,
+    "read_from_head": False,
+    "connect_timeout": 5.0,
+    "ack_timeout": 30.0,
+    "retry_max_interval": 30.0,
+    "max_inflight": 4,
+    "compress": "gzip",
+    "max_line_bytes": 1024 * 1024,
+    "log_level": "INFO",
+}
+SOURCE_DEFAULTS: dict[str, Any] = {
+    "path": "",
+    "tag": "",
+    "format": "none",
+    "read_from_head": None,
+    "pos_file": "",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    paths: tuple[str, ...]
+    tag: str
+    format: str
+    read_from_head: bool
+    pos_file: Path
+
+    @property
+    def parser(self) -> Parser:
+        return PARSERS[self.format]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    collector: tuple[str, int]
+    pos_dir: Path
+    host: str
+    host_key: str
+    batch_lines: int
+    batch_bytes: int
+    flush_interval: float
+    poll_interval: float
+    refresh_interval: float
+    rotate_wait: float
+    connect_timeout: float
+    ack_timeout: float
+    retry_max_interval: float
+    max_inflight: int
+    compress: bool
+    max_line_bytes: int
+    log_level: str
+    sources: tuple[Source, ...]
+
+
+def _source(index: int, given: object, top: dict[str, Any], pos_dir: Path) -> Source:
+    where = f"sources[{index}]"
+    if not isinstance(given, dict):
+        raise ConfigError(f"{where} must be a table")
+    raw = merge(SOURCE_DEFAULTS, given, "\0", where)  # sources take no env overrides
+    paths = raw["path"] if isinstance(raw["path"], list) else str(raw["path"]).split(",")
+    paths = tuple(p.strip() for p in paths if isinstance(p, str) and p.strip())
+    if not paths:
+        raise ConfigError(f"{where}.path is required")
+    if not raw["tag"]:
+        raise ConfigError(f"{where}.tag is required")
+    if raw["format"] not in PARSERS:
+        raise ConfigError(f"{where}.format must be one of {', '.join(sorted(PARSERS))}")
+    head = top["read_from_head"] if raw["read_from_head"] is None else bool(raw["read_from_head"])
+    pos_file = Path(raw["pos_file"]) if raw["pos_file"] else pos_dir / f"{raw['tag']}.pos"
+    return Source(paths, raw["tag"], raw["format"], head, pos_file)
+
+
+def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentConfig:
+    env = dict(os.environ) if env is None else env
+    data = load_file(path or env.get("SHIPYARD_AGENT_CONFIG"))
+    sources = data.pop("sources", [])
+    top = merge(DEFAULTS, data, "SHIPYARD_AGENT_", "agent", env)
+    if top["compress"] not in ("gzip", "text"):
+        raise ConfigError("agent.compress must be gzip or text")
+    if not isinstance(sources, list) or not sources:
+        raise ConfigError("agent: at least one [[sources]] entry is required")
+    for key in ("batch_lines", "batch_bytes", "max_line_bytes", "max_inflight"):
+        if top[key] <= 0:
+            raise ConfigError(f"agent.{key} must be positive")
+    pos_dir = Path(top["pos_dir"])
+    parsed = tuple(_source(i, s, top, pos_dir) for i, s in enumerate(sources))
+    if len({s.pos_file for s in parsed}) != len(parsed):
+        raise ConfigError("agent: two sources share a pos_file (give each a distinct tag)")
+    return AgentConfig(
+        collector=(top["collector_host"], int(top["collector_port"])),
+        pos_dir=pos_dir,
+        host=top["host"] or socket.gethostname(),
+        host_key=top["host_key"],
+        batch_lines=int(top["batch_lines"]),
+        batch_bytes=int(top["batch_bytes"]),
+        flush_interval=float(top["flush_interval"]),
+        poll_interval=float(top["poll_interval"]),
+        refresh_interval=float(top["refresh_interval"]),
+        rotate_wait=float(top["rotate_wait"]),
+        connect_timeout=float(top["connect_timeout"]),
+        ack_timeout=float(top["ack_timeout"]),
+        retry_max_interval=float(top["retry_max_interval"]),
+        max_inflight=int(top["max_inflight"]),
+        compress=top["compress"] == "gzip",
+        max_line_bytes=int(top["max_line_bytes"]),
+        log_level=str(top["log_level"]).upper(),
+        sources=parsed,
+    )

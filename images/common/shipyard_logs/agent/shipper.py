@@ -1,0 +1,253 @@
+"""Shipping: a thread that keeps batches in flight to the collector and commits them in order."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import logging
+import os
+import queue
+import select
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from .. import forward
+from ..durable import write_atomically
+from .config import AgentConfig
+from .positions import Position, render_positions
+
+log = logging.getLogger("shipyard_logs.agent")
+
+
+def new_chunk_id() -> str:
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+# How long a stopping agent still waits for the acks of batches already sent:
+# the images give it 1 s to stop, and whatever is not acked is resent later.
+STOP_GRACE = 0.5
+
+
+@dataclass
+class Sent:
+    """One batch on its way: its frames, and the positions just past its lines."""
+
+    frames: list[tuple[str, bytes]]
+    positions: dict[str, list[Position]]
+    lines: int
+    waiting: set[str] = field(default_factory=set)
+
+    def record(self) -> dict[str, Any]:
+        return {"frames": self.frames, "positions": self.positions, "lines": self.lines}
+
+
+def read_inflight(path: Path) -> list[Sent]:
+    """The batches a previous run had not committed, oldest first."""
+    try:
+        record = msgpack.unpackb(path.read_bytes(), raw=False)
+        # Before pipelining the file held one batch, not a list of them.
+        batches = record.get("batches", [record])
+        return [
+            Sent([(str(c), bytes(d)) for c, d in b["frames"]], b["positions"], int(b["lines"]))
+            for b in batches
+        ]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+        # write_atomically renames a complete file into place; a bad one was
+        # never sent, and its lines are still past the committed positions.
+        log.warning("ignoring unreadable %s", path)
+        path.unlink(missing_ok=True)
+        return []
+
+
+class Shipper:
+    """A thread that keeps up to max_inflight batches in flight and commits them in order.
+
+    Invariants: a batch is in the inflight file before its first byte is
+    sent; positions are written only for a batch whose frames, and those of
+    every batch before it, are acked; after a failure every batch not yet
+    committed is resent, oldest first, with its original chunk ids.
+    """
+
+    def __init__(self, config: AgentConfig, stop: threading.Event, inflight: Path) -> None:
+        self.config = config
+        self.stop = stop
+        self.inflight = inflight
+        # One batch waits here while the next is parsed: together with the
+        # window, that bounds what the agent holds in memory.
+        self.queue: queue.Queue[Sent] = queue.Queue(maxsize=1)
+        self.pending: deque[Sent] = deque()
+        self.sock: socket.socket | None = None
+        self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1024 * 1024)
+        self.failures = 0
+        self.retry_at = 0.0
+        self.deadline = 0.0
+        self.shipped = 0
+        self.crashed = False
+        # Set once the batches replayed at start are committed: only then do
+        # the position files say where the tails go on.
+        self.settled = threading.Event()
+        self._written: dict[str, bytes] = {}
+        self._thread = threading.Thread(target=self._run, name="shipper", daemon=True)
+
+    # -- called from the main thread
+
+    def start(self, replay: list[Sent]) -> None:
+        self.pending.extend(replay)  # already in the inflight file; sent on connect
+        if not replay:
+            self.settled.set()
+        self._thread.start()
+
+    def submit(self, sent: Sent) -> bool:
+        """Hand a batch over, waiting while the window is full; False once stopping."""
+        while not self.stop.is_set():
+            try:
+                self.queue.put(sent, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def join(self) -> None:
+        self._thread.join()
+
+    # -- the shipper thread
+
+    def _run(self) -> None:
+        try:
+            stopping_at: float | None = None
+            while True:
+                if self.stop.is_set():
+                    stopping_at = stopping_at or time.monotonic() + STOP_GRACE
+                    if not self.pending or self.sock is None or time.monotonic() > stopping_at:
+                        break
+                self._step(stopping=stopping_at is not None)
+        except Exception:
+            log.exception("the shipper failed; stopping")
+            self.crashed = True
+            self.stop.set()
+        finally:
+            self._close()
+
+    def _step(self, stopping: bool) -> None:
+        try:
+            if self.sock is None:
+                self._connect()
+            elif not stopping and len(self.pending) < self.config.max_inflight:
+                # Short waits on either side: new batches and acks both keep coming.
+                self._take(wait=0.02 if self.pending else 0.2)
+                self._receive(timeout=0.0)
+            else:
+                self._receive(timeout=0.1)
+        except (OSError, forward.ForwardError, ValueError) as exc:
+            self._fail(exc)
+
+    def _connect(self) -> None:
+        delay = self.retry_at - time.monotonic()
+        if delay > 0:
+            self.stop.wait(min(delay, 0.2))
+            return
+        if not self.pending and self.queue.empty():
+            self.stop.wait(0.2)  # connect when there is something to send
+            return
+        sock = socket.create_connection(self.config.collector, timeout=self.config.connect_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1024 * 1024)
+        if self.pending:
+            log.info("resending %d unacked lines", sum(s.lines for s in self.pending))
+        for sent in self.pending:
+            self._transmit(sent)
+
+    def _take(self, wait: float) -> None:
+        try:
+            sent = self.queue.get(timeout=wait)
+        except queue.Empty:
+            return
+        self._persist([*self.pending, sent])
+        self.pending.append(sent)
+        self._transmit(sent)
+
+    def _persist(self, batches: list[Sent]) -> None:
+        record = {"batches": [sent.record() for sent in batches]}
+        try:
+            write_atomically(self.inflight, msgpack.packb(record, use_bin_type=True))
+        except OSError as exc:
+            # Not a collector problem to retry: a batch that cannot be kept
+            # must not be sent.
+            raise RuntimeError(f"cannot write {self.inflight}: {exc}") from exc
+
+    def _transmit(self, sent: Sent) -> None:
+        assert self.sock is not None
+        sent.waiting = {chunk for chunk, _ in sent.frames}
+        self.sock.settimeout(self.config.ack_timeout)
+        self.sock.sendall(b"".join(data for _, data in sent.frames))
+        self.deadline = time.monotonic() + self.config.ack_timeout
+
+    def _receive(self, timeout: float) -> None:
+        """Read the acks that came in within timeout; commit what they complete."""
+        if self.sock is None or not self.pending:
+            self.stop.wait(timeout)
+            return
+        if select.select([self.sock], [], [], timeout)[0]:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("collector closed the connection")
+            self.unpacker.feed(data)
+            self._acked([forward.decode_ack(reply) for reply in self.unpacker])
+        if self.pending and time.monotonic() > self.deadline:
+            raise TimeoutError(f"no ack within {self.config.ack_timeout:.0f}s")
+
+    def _acked(self, chunks: list[Any]) -> None:
+        for chunk in chunks:
+            for sent in self.pending:
+                sent.waiting.discard(chunk)
+        done = list(itertools.takewhile(lambda sent: not sent.waiting, self.pending))
+        if not done:
+            return
+        self.failures = 0
+        self.deadline = time.monotonic() + self.config.ack_timeout
+        # Only the newest positions matter: they include every older batch.
+        self._commit(done[-1].positions)
+        for sent in done:
+            self.pending.popleft()
+            self.shipped += sent.lines
+        if not self.pending:
+            # The file now names only committed batches; a crash before the
+            # next _persist would resend them, which the collector drops.
+            self.inflight.unlink(missing_ok=True)
+            self.settled.set()
+
+    def _commit(self, positions: dict[str, list[Position]]) -> None:
+        for pos_file, entries in positions.items():
+            data = render_positions([tuple(e) for e in entries])
+            if self._written.get(pos_file) != data:  # an idle source costs no fsync
+                write_atomically(Path(pos_file), data)
+                self._written[pos_file] = data
+
+    def _fail(self, exc: Exception) -> None:
+        self._close()
+        self.failures += 1
+        delay = min(0.2 * 2 ** (self.failures - 1), self.config.retry_max_interval)
+        self.retry_at = time.monotonic() + delay
+        log.warning(
+            "collector %s:%d: %s; retrying in %.1fs",
+            *self.config.collector,
+            exc or type(exc).__name__,
+            delay,
+        )
+
+    def _close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
