@@ -485,3 +485,33 @@ def test_long_lines_are_cut_and_unparsed_lines_keep_their_place(tmp_path):
     unparsed = [r["message"] for r in records(batch, "apache.access.unparsed")]
     assert unparsed == ["garbage-1", "x" * (len(good) + 1), ""]
     assert [r["source_host"] for r in records(batch, "apache.access")] == ["h", "h"]
+
+
+# ------------------------------------------------------------------ positions, in-flight file
+
+
+def test_a_position_reads_in_the_order_of_its_line(tmp_path):
+    from shipyard_logs.agent.positions import Position, read_positions, render_positions
+
+    pos = tmp_path / "a.pos"
+    pos.write_bytes(render_positions([Position("/var/log/a.log", offset=0x1F, inode=0x2A)]))
+    # fluentd's pos_file line: path, offset, inode, in hex.
+    assert pos.read_text() == "/var/log/a.log\t000000000000001f\t000000000000002a\n"
+    (position,) = read_positions(pos)
+    assert position == ("/var/log/a.log", 0x1F, 0x2A)
+    assert (position.offset, position.inode) == (0x1F, 0x2A)
+
+
+def test_an_inflight_file_of_an_older_agent_keeps_its_offsets_and_inodes(tmp_path):
+    from shipyard_logs.agent.positions import Position
+    from shipyard_logs.agent.shipper import read_inflight
+
+    # Written before positions took the order of the position file: (path, inode, offset).
+    older = {
+        "batches": [{"frames": [["c1", b"x"]], "positions": {"p.pos": [["/a", 7, 99]]}, "lines": 1}]
+    }
+    path = tmp_path / "inflight.msgpack"
+    path.write_bytes(msgpack.packb(older, use_bin_type=True))
+    (sent,) = read_inflight(path)
+    assert sent.positions == {"p.pos": [Position("/a", offset=99, inode=7)]}
+    assert sent.frames == [("c1", b"x")]

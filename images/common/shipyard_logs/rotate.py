@@ -163,7 +163,8 @@ def agent_offsets(pos_dir: Path | None) -> dict[int, int] | None:
         return None
     offsets: dict[int, int] = {}
     for pos_file in sorted(pos_dir.glob("*.pos")):
-        for _path, inode, offset in read_positions(pos_file):
+        for position in read_positions(pos_file):
+            inode, offset = position.inode, position.offset
             offsets[inode] = min(offset, offsets.get(inode, offset))
     return offsets
 

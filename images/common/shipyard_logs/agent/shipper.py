@@ -31,6 +31,10 @@ def new_chunk_id() -> str:
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
+# inflight.msgpack since positions were stored in the order of a position
+# file line, (path, offset, inode); files without it hold (path, inode, offset).
+INFLIGHT_FORMAT = 2
+
 # How long a stopping agent still waits for the acks of batches already sent:
 # the images give it 1 s to stop, and whatever is not acked is resent later.
 STOP_GRACE = 0.5
@@ -55,8 +59,16 @@ def read_inflight(path: Path) -> list[Sent]:
         record = msgpack.unpackb(path.read_bytes(), raw=False)
         # Before pipelining the file held one batch, not a list of them.
         batches = record.get("batches", [record])
+        older = record.get("format") != INFLIGHT_FORMAT
         return [
-            Sent([(str(c), bytes(d)) for c, d in b["frames"]], b["positions"], int(b["lines"]))
+            Sent(
+                [(str(c), bytes(d)) for c, d in b["frames"]],
+                {
+                    str(pos_file): [_position(entry, older) for entry in entries]
+                    for pos_file, entries in b["positions"].items()
+                },
+                int(b["lines"]),
+            )
             for b in batches
         ]
     except FileNotFoundError:
@@ -67,6 +79,14 @@ def read_inflight(path: Path) -> list[Sent]:
         log.warning("ignoring unreadable %s", path)
         path.unlink(missing_ok=True)
         return []
+
+
+def _position(entry: list[Any], older: bool) -> Position:
+    if older:
+        path, inode, offset = entry
+        return Position(str(path), int(offset), int(inode))
+    path, offset, inode = entry
+    return Position(str(path), int(offset), int(inode))
 
 
 class Shipper:
@@ -178,7 +198,7 @@ class Shipper:
         self._transmit(sent)
 
     def _persist(self, batches: list[Sent]) -> None:
-        record = {"batches": [sent.record() for sent in batches]}
+        record = {"format": INFLIGHT_FORMAT, "batches": [sent.record() for sent in batches]}
         try:
             write_atomically(self.inflight, msgpack.packb(record, use_bin_type=True))
         except OSError as exc:
@@ -229,7 +249,7 @@ class Shipper:
 
     def _commit(self, positions: dict[str, list[Position]]) -> None:
         for pos_file, entries in positions.items():
-            data = render_positions([tuple(e) for e in entries])
+            data = render_positions(entries)
             if self._written.get(pos_file) != data:  # an idle source costs no fsync
                 write_atomically(Path(pos_file), data)
                 self._written[pos_file] = data

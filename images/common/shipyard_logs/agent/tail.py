@@ -90,7 +90,7 @@ class Tail:
 
     def restore(self) -> None:
         """Reopen what the position file names, following files renamed meanwhile."""
-        for path, inode, offset in read_positions(self.source.pos_file):
+        for path, offset, inode in read_positions(self.source.pos_file):
             self._known_paths.add(path)
             watcher = open_watcher(path, offset, inode)
             if watcher is None:
@@ -113,7 +113,7 @@ class Tail:
             self.watchers.append(watcher)
 
     def positions(self) -> list[Position]:
-        return [(w.path, w.inode, w.offset) for w in self.watchers]
+        return [Position(w.path, w.offset, w.inode) for w in self.watchers]
 
     def current(self, path: str) -> Watcher | None:
         return next((w for w in self.watchers if w.path == path and w.rotated_at is None), None)
