@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import msgpack
+import pytest
 from logs_harness import Collector, Program, apache_line, forward, toml, wait_for
 
 ID = re.compile(r"id=(\d+)|garbage-(\d+)")
@@ -515,3 +516,47 @@ def test_an_inflight_file_of_an_older_agent_keeps_its_offsets_and_inodes(tmp_pat
     (sent,) = read_inflight(path)
     assert sent.positions == {"p.pos": [Position("/a", offset=99, inode=7)]}
     assert sent.frames == [("c1", b"x")]
+
+
+def test_a_source_path_may_be_a_list_of_files_and_globs(tmp_path):
+    from shipyard_logs.agent.config import load_config
+    from shipyard_logs.agent.tail import Batch, Tail
+
+    (tmp_path / "fpm.log").write_text("from fpm\n")
+    (tmp_path / "php").mkdir()
+    (tmp_path / "php" / "error-1.log").write_text("from php one\n")
+    (tmp_path / "php" / "error-2.log").write_text("from php two\n")
+    config_file = tmp_path / "agent.toml"
+    source = {
+        "path": [str(tmp_path / "fpm.log"), str(tmp_path / "php" / "*.log")],
+        "tag": "php.error",
+        "read_from_head": True,
+    }
+    config_file.write_text(toml({"pos_dir": str(tmp_path), "host": "h", "sources": [source]}))
+    config = load_config(str(config_file), env={})
+    assert config.sources[0].paths == (str(tmp_path / "fpm.log"), str(tmp_path / "php/*.log"))
+    tail = Tail(config.sources[0], config)
+    tail.refresh(scan=True)
+    batch = Batch()
+    assert tail.read(batch) == 3
+    messages = sorted(r["message"] for r in records(batch, "php.error"))
+    assert messages == ["from fpm", "from php one", "from php two"]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ('["/a.log", 1]', "sources[0].path must be a string or a list of strings"),
+        ("[]", "sources[0].path is required"),
+        ('" , "', "sources[0].path is required"),
+        ("7", "sources[0].path must be a string or a list of strings"),
+    ],
+)
+def test_a_bad_source_path_is_refused_naming_it(tmp_path, path, message):
+    from shipyard_logs.agent.config import load_config
+    from shipyard_logs.config import ConfigError
+
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(f'[[sources]]\npath = {path}\ntag = "t"\n')
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(str(config_file), env={})

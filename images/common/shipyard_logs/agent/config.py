@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "log_level": "INFO",
 }
 SOURCE_DEFAULTS: dict[str, Any] = {
-    "path": "",
+    "path": None,  # a string (comma-separated) or a list of strings, checked by _paths
     "tag": "",
     "format": "none",
     "read_from_head": None,
@@ -76,15 +76,25 @@ class AgentConfig:
     sources: tuple[Source, ...]
 
 
+def _paths(where: str, given: object) -> tuple[str, ...]:
+    """`path`: a glob, several separated by commas, or a list of them."""
+    if given is None:
+        raise ConfigError(f"{where}.path is required")
+    items = given.split(",") if isinstance(given, str) else given
+    if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
+        raise ConfigError(f"{where}.path must be a string or a list of strings")
+    paths = tuple(p.strip() for p in items if p.strip())
+    if not paths:
+        raise ConfigError(f"{where}.path is required")
+    return paths
+
+
 def _source(index: int, given: object, top: dict[str, Any], pos_dir: Path) -> Source:
     where = f"sources[{index}]"
     if not isinstance(given, dict):
         raise ConfigError(f"{where} must be a table")
     raw = merge(SOURCE_DEFAULTS, given, "\0", where)  # sources take no env overrides
-    paths = raw["path"] if isinstance(raw["path"], list) else str(raw["path"]).split(",")
-    paths = tuple(p.strip() for p in paths if isinstance(p, str) and p.strip())
-    if not paths:
-        raise ConfigError(f"{where}.path is required")
+    paths = _paths(where, raw["path"])
     if not raw["tag"]:
         raise ConfigError(f"{where}.tag is required")
     if raw["format"] not in PARSERS:
