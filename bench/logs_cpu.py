@@ -11,7 +11,7 @@ agent's or the collector's per-line cost shows up however busy the machine is.
               with chunk ids and positions, as the agent hands them to its shipper
   agent.naive readline, the same apache2 parser, one msgpack Message per line
   collector   those frames, one socket read per batch, through the connection's
-              unpacker and decoder (decode), then the router and the slice
+              bounded decoder, step by step (decode), then the router and the slice
               store: slice lines, write, fsync, journal (store)
   coll.naive  one Message per line unpacked, json.dumps, a buffered write
 
@@ -37,11 +37,12 @@ from typing import Any
 
 import msgpack
 from logs import HOST, TAG, access_line  # bench/logs.py, this directory
-from shipyard_logs import collector, forward
+from shipyard_logs import collector
 from shipyard_logs.agent.config import AgentConfig, load_config
 from shipyard_logs.agent.daemon import Agent
 from shipyard_logs.agent.shipper import Sent
 from shipyard_logs.agent.tail import Batch
+from shipyard_logs.decoder import FrameDecoder
 from shipyard_logs.parsers import parse_apache2
 
 # Lines per second of event time: records spread over several seconds, as in
@@ -119,14 +120,15 @@ def run_collector(coll: collector.Collector, data: list[bytes]) -> tuple[float, 
     Timing each read keeps a read's frames alive only until they are stored,
     as in the collector, so the garbage collector sees the same heap.
     """
-    limits = coll.config.limits
-    unpacker = forward.new_unpacker(limits)
+    decoder = FrameDecoder(coll.config.limits)
     decoding = storing = 0.0
     lines = 0
     for chunk in data:
         began = time.process_time()
-        forward.feed(unpacker, chunk)
-        frames = list(forward.iter_frames(unpacker, limits))
+        decoder.feed(chunk)
+        frames = []
+        while decoder.busy:
+            frames += decoder.step()
         decoded = time.process_time()
         lines += coll.router.store(frames, "127.0.0.1").lines
         decoding += decoded - began

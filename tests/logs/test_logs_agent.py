@@ -14,6 +14,8 @@ from pathlib import Path
 import msgpack
 import pytest
 from logs_harness import Collector, Program, apache_line, forward, toml, wait_for
+from shipyard_logs.decoder import FrameDecoder
+from shipyard_logs.forward import Limits
 
 ID = re.compile(r"id=(\d+)|garbage-(\d+)")
 
@@ -260,15 +262,18 @@ class FakeCollector:
             threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
 
     def _serve(self, conn: socket.socket, number: int) -> None:
-        unpacker = forward.new_unpacker()
+        decoder = FrameDecoder(Limits())
         due: queue.Queue[tuple[float, str] | None] = queue.Queue()
         dropped = threading.Event()
         threading.Thread(target=self._ack, args=(conn, due, dropped), daemon=True).start()
         received = 0
         with conn:
             while data := _recv(conn):
-                unpacker.feed(data)
-                for frame in forward.iter_frames(unpacker):
+                decoder.feed(data)
+                frames = []
+                while decoder.busy:
+                    frames += decoder.step()
+                for frame in frames:
                     ids = [int(ID.search(r["path"]).group(1)) for _, r in frame.entries]
                     with self.lock:
                         self.frames.append((number, frame.chunk, ids))
@@ -457,7 +462,7 @@ def tail_batches(tmp_path: Path, content: bytes, **settings: object) -> list[tup
 
 
 def records(batch: object, tag: str) -> list[dict[str, object]]:
-    return [msgpack.unpackb(e, ext_hook=forward._ext_hook)[1] for e in batch.entries.get(tag, [])]
+    return [msgpack.unpackb(e, ext_hook=forward.event_time_hook)[1] for e in batch.entries.get(tag, [])]
 
 
 def test_a_batch_ends_at_batch_lines_or_once_batch_bytes_is_reached(tmp_path):

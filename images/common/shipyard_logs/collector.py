@@ -4,6 +4,9 @@
 
 It accepts Message, Forward, PackedForward and CompressedPackedForward frames
 on TCP (default 0.0.0.0:24224) and answers heartbeats on UDP at the same port.
+Each listener may ask for fluentd's `<security>` handshake and TLS, and
+fence who may connect and which tags they may send (listeners.py); every
+connection is admitted, decoded and bounded as connection.py describes.
 Records land in `ROOT/logs/<time_slice_format>.log`, or with `[[match]]`
 tables in the store of the first match for their tag (routing.py); a frame
 carrying a `chunk` is acked only after its lines and its chunk id are fsync'd
@@ -34,25 +37,26 @@ from typing import Any
 
 from . import forward
 from .config import ConfigError, config_from_cli, load_file, merge
+from .connection import Server
+from .listeners import TOP_DEFAULTS, ListenerConfig, limits_from, parse_listeners
 from .routing import MatchConfig, Router, TagMatcher, parse_matches, s3_settings
 from .slices import DEFAULT_TIME_SLICE_FORMAT, LayoutError, SliceLayout
 from .uploader import RULE_ID, S3Settings, Uploader
 
 log = logging.getLogger("shipyard_logs.collector")
 
-READ_SIZE = 256 * 1024
 MAX_HEARTBEAT_BYTES = 1024
+_LIMITS = forward.Limits()
 
 DEFAULTS: dict[str, Any] = {
-    "bind": "0.0.0.0",  # noqa: S104 - a collector in a container serves its network
-    "port": 24224,
+    **TOP_DEFAULTS,  # bind, port and the main listener's other keys; the decoder's bounds
     "root": "/var/log/shipyard",
     "time_slice_format": DEFAULT_TIME_SLICE_FORMAT,
     "time_slice_wait": 600.0,
     "chunk_id_retention": 86400.0,
     "max_chunk_ids": 1_000_000,
-    "max_frame_bytes": forward.DEFAULT_MAX_FRAME_BYTES,
-    "max_decompressed_bytes": forward.DEFAULT_MAX_DECOMPRESSED_BYTES,
+    "max_frame_bytes": _LIMITS.max_frame_bytes,
+    "max_decompressed_bytes": _LIMITS.max_decompressed_bytes,
     "heartbeat": True,
     "log_level": "INFO",
 }
@@ -68,6 +72,9 @@ class CollectorConfig:
     chunk_id_retention: float
     max_chunk_ids: int
     limits: forward.Limits
+    listeners: tuple[ListenerConfig, ...]  # the main one (bind, port) first
+    max_connections: int
+    max_decode_memory: int
     heartbeat: bool
     log_level: str
     s3: S3Settings | None  # the top-level [s3]; always None with [[match]] tables
@@ -82,7 +89,11 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> Collecto
     data = load_file(path or env.get("SHIPYARD_COLLECTOR_CONFIG"))
     s3_given = data.pop("s3", {})
     raw_matches = data.pop("match", None)
+    security, transport = data.pop("security", None), data.pop("transport", None)
+    extra_listeners = data.pop("listeners", None)
     top = merge(DEFAULTS, data, "SHIPYARD_COLLECTOR_", "collector", env)
+    limits = limits_from(top)
+    listeners = parse_listeners(top, security, transport, extra_listeners, env)
     # The top-level lifecycle rule keeps its historical id whatever the prefix.
     s3 = s3_settings(s3_given, "collector.s3", "SHIPYARD_COLLECTOR_S3_", env, rule_id=RULE_ID)
     try:
@@ -117,10 +128,10 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> Collecto
         time_slice_wait=float(top["time_slice_wait"]),
         chunk_id_retention=float(top["chunk_id_retention"]),
         max_chunk_ids=int(top["max_chunk_ids"]),
-        limits=forward.Limits(
-            max_frame_bytes=int(top["max_frame_bytes"]),
-            max_decompressed_bytes=int(top["max_decompressed_bytes"]),
-        ),
+        limits=limits,
+        listeners=listeners,
+        max_connections=int(top["max_connections"]),
+        max_decode_memory=int(top["max_decode_memory"]),
         heartbeat=bool(top["heartbeat"]),
         log_level=str(top["log_level"]).upper(),
         s3=s3,
@@ -154,11 +165,16 @@ class Collector:
         # One writer thread owns the files of every store: commits are serialised, so file
         # lengths in the journal are exact, and fsync never blocks the loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
         self._udp: asyncio.DatagramTransport | None = None
         self._uploader_tasks: list[asyncio.Task[None]] = []
-        self._connections: set[asyncio.Task[Any]] = set()
-        self.lines = 0
+        self.server = Server(
+            config.limits, config.max_connections, config.max_decode_memory, self.store
+        )
+
+    @property
+    def lines(self) -> int:
+        return self.server.lines
 
     async def writer(self, func: Any, *args: Any) -> Any:  # noqa: ANN401
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
@@ -166,16 +182,25 @@ class Collector:
     async def start(self) -> None:
         await self.writer(self.router.open)
         cfg = self.config
-        self._server = await asyncio.start_server(
-            self._handle, cfg.bind, cfg.port, reuse_address=True
-        )
+        for listener in cfg.listeners:
+            server = await asyncio.start_server(
+                self.server.handler(listener), listener.bind, listener.port, reuse_address=True
+            )
+            self._servers.append(server)
+            log.info(
+                "%s: listening on %s:%d (%s)",
+                listener.name,
+                listener.bind,
+                listener.port,
+                listener.describe(),
+            )
         if cfg.heartbeat:
             loop = asyncio.get_running_loop()
             self._udp, _ = await loop.create_datagram_endpoint(
                 HeartbeatProtocol, local_addr=(cfg.bind, cfg.port)
             )
         self._start_uploaders()
-        log.info("listening on %s:%d, writing under %s", cfg.bind, cfg.port, cfg.root)
+        log.info("writing under %s", cfg.root)
 
     def _start_uploaders(self) -> None:
         # Uploaders sharing a bucket share its lock: each rewrites the bucket's
@@ -195,73 +220,28 @@ class Collector:
                 log.info("%s: keeping slices under %s", route.name, route.store.root)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         if self._udp is not None:
             self._udp.close()
         for uploader in self._uploader_tasks:
             uploader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await uploader
-        for task in list(self._connections):
+        tasks = list(self.server.tasks)
+        for task in tasks:
             task.cancel()
-        if self._connections:
-            await asyncio.wait(self._connections, timeout=5)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
         await self.writer(self.router.close)
         self._executor.shutdown(wait=True)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        peername = writer.get_extra_info("peername")
-        peer = str(peername[0]) if isinstance(peername, tuple) else "unknown"
-        unpacker = forward.new_unpacker(self.config.limits)
-        try:
-            while data := await reader.read(READ_SIZE):
-                await self._receive(unpacker, data, peer, writer)
-        except forward.ForwardError as exc:
-            log.warning("closing connection from %s: malformed frame: %s", peer, exc)
-        except (ConnectionError, TimeoutError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            # A failed write (disk full, permissions) loses no data: nothing was
-            # acked, so the client resends. Other connections go on.
-            log.exception("closing connection from %s", peer)
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 2)
-            if task is not None:
-                self._connections.discard(task)
-
-    async def _receive(
-        self,
-        unpacker: Any,  # noqa: ANN401 - msgpack.Unpacker
-        data: bytes,
-        peer: str,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        forward.feed(unpacker, data)
-        frames: list[forward.Frame] = []
-        error: forward.ForwardError | None = None
-        try:
-            frames.extend(forward.iter_frames(unpacker, self.config.limits))
-        except forward.ForwardError as exc:
-            error = exc  # the frames before it are whole and still stored
-        if frames:
-            result = await self.writer(self.router.store, frames, peer)
-            self.lines += result.lines
-            if result.duplicates:
-                log.info("dropped %d replayed records from %s", result.duplicates, peer)
-            acks = b"".join(forward.encode_ack(f.chunk) for f in frames if f.chunk is not None)
-            if acks:
-                writer.write(acks)
-                await writer.drain()
-        if error is not None:
-            raise error
+    async def store(self, frames: list[forward.Frame], peer: str) -> Any:  # noqa: ANN401
+        """Commit whole frames in the writer thread; the connection acks them after this."""
+        result = await self.writer(self.router.store, frames, peer)
+        if result.duplicates:
+            log.info("dropped %d replayed records from %s", result.duplicates, peer)
+        return result
 
 
 async def serve(config: CollectorConfig) -> int:
