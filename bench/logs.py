@@ -203,13 +203,14 @@ class Proc:
 class Procs:
     """Every child of a measurement; all stopped on the way out, whatever happened."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, code: Path = COMMON) -> None:
         self.workdir = workdir
+        self.code = code  # where shipyard_logs is: this tree's, or another one's to compare
         self.started: list[Proc] = []
 
     def start(self, name: str, args: list[str]) -> Proc:
         log = self.workdir / f"{name}.log"
-        env = dict(os.environ, PYTHONPATH=str(COMMON), PYTHONDONTWRITEBYTECODE="1")
+        env = dict(os.environ, PYTHONPATH=str(self.code), PYTHONDONTWRITEBYTECODE="1")
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 [sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, env=env

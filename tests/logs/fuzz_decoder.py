@@ -55,7 +55,7 @@ def decode(data: bytes, cut: int) -> tuple[Any, ...]:
         for stamp, record in frame.entries:
             if type(stamp) is not EventTime or type(record) is not dict:
                 raise AssertionError(f"an entry of the wrong types: {stamp!r:.80} {record!r:.80}")
-    return [(f.tag, f.entries, f.option) for f in frames], list(decoder.invalid), outcome
+    return [(f.tag, f.entries, f.option) for f in frames], dict(decoder.invalid), outcome
 
 
 def one_input(data: bytes) -> None:

@@ -136,8 +136,15 @@ class Collector(Program):
         self.port = settings.pop("port", None) or free_port()
         self.root = workdir / "root"
         config = {"bind": "127.0.0.1", "port": self.port, "root": str(self.root), **settings}
-        path = workdir / "collector.toml"
-        path.write_text(toml(config))
+        # toml() writes one level of tables; listeners and users nest deeper.
+        tables = [v for v in config.values() if isinstance(v, dict)]
+        tables += [t for v in config.values() if isinstance(v, list) for t in v]
+        nested = any(
+            isinstance(t, dict) and any(isinstance(x, dict | list) for x in t.values())
+            for t in tables
+        )
+        path = workdir / ("collector.json" if nested else "collector.toml")
+        path.write_text(json.dumps(config) if nested else toml(config))
         super().__init__("collector", path, workdir / "collector.log")
 
     def start(self) -> Collector:

@@ -462,7 +462,9 @@ def tail_batches(tmp_path: Path, content: bytes, **settings: object) -> list[tup
 
 
 def records(batch: object, tag: str) -> list[dict[str, object]]:
-    return [msgpack.unpackb(e, ext_hook=forward.event_time_hook)[1] for e in batch.entries.get(tag, [])]
+    return [
+        msgpack.unpackb(e, ext_hook=forward.event_time_hook)[1] for e in batch.entries.get(tag, [])
+    ]
 
 
 def test_a_batch_ends_at_batch_lines_or_once_batch_bytes_is_reached(tmp_path):

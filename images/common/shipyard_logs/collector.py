@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import os
 import signal
@@ -244,9 +247,47 @@ class Collector:
         return result
 
 
+# Decoded records are acyclic and live only until they are stored, so the
+# cyclic garbage collector has nothing to find in them; run by allocation
+# counts it would walk all of a large frame's objects again and again, for
+# tenths of a second each time. Young objects are still collected, the rest
+# on a timer.
+GC_THRESHOLDS = (100_000, 50, 1_000_000)
+GC_FULL_INTERVAL = 30.0
+
+
+# glibc raises its mmap threshold after freeing a large block, and the next
+# ones come from the heap, which keeps what a refused 16 MiB frame freed: a
+# fixed threshold keeps large buffers in mmap, so freeing them returns them.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
+
+
+def _libc() -> Any:  # noqa: ANN401 - ctypes.CDLL
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim"):
+            return libc
+    return None  # not glibc: its allocator's own ways
+
+
+async def _collect_garbage(libc: Any) -> None:  # noqa: ANN401 - ctypes.CDLL
+    while True:
+        await asyncio.sleep(GC_FULL_INTERVAL)
+        gc.collect()
+        if libc is not None:
+            libc.malloc_trim(0)
+
+
 async def serve(config: CollectorConfig) -> int:
+    gc.freeze()  # what start-up made is there to stay
+    gc.set_threshold(*GC_THRESHOLDS)
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     collector = Collector(config)
     await collector.start()
+    collecting = asyncio.create_task(_collect_garbage(libc))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -254,6 +295,7 @@ async def serve(config: CollectorConfig) -> int:
     started = time.monotonic()
     await stop.wait()
     log.info("stopping after %.0fs, %d lines stored", time.monotonic() - started, collector.lines)
+    collecting.cancel()
     await collector.stop()
     return 0
 

@@ -29,8 +29,10 @@ import heapq
 import itertools
 import logging
 import math
+import os
 import ssl
 import time
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -53,30 +55,55 @@ REFUSAL_LOG_INTERVAL = 10.0
 Store = Callable[[list[Frame], str], Awaitable[Any]]
 
 
+class Resident:
+    """This process's resident memory, from /proc/self/statm: a few microseconds a read.
+
+    The decoder's estimate cannot see what msgpack allocates for a container
+    before its items arrive (1,024 nested arrays declared in 3 KB); the growth
+    of resident memory during a connection's steps can.
+    """
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        try:
+            self.fd: int | None = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            self.fd = None  # not Linux: the estimates alone
+
+    def __call__(self) -> int:
+        if self.fd is None:
+            return 0
+        return int(os.pread(self.fd, 128, 0).split()[1]) * self.page
+
+
 class RefusedError(Exception):
     """A connection or frame turned away; the message is the reason for the log."""
 
 
 class RefusalLog:
-    """The first refusal of a kind from a peer is logged at once, the rest every interval."""
+    """A refusal is logged at once, the same one from the same peer again once per interval."""
 
     def __init__(self, interval: float = REFUSAL_LOG_INTERVAL) -> None:
         self.interval = interval
         self._next: dict[tuple[str, str, str], float] = {}
         self._held: Counter[tuple[str, str, str]] = Counter()
 
-    def warn(self, listener: str, peer: str, kind: str, message: str) -> None:
-        key = (listener, peer, kind)
+    def warn(
+        self, listener: str, peer: str, kind: str, message: str, key: str | None = None
+    ) -> None:
+        """key: what makes two refusals the same (default: the message itself)."""
+        same = (listener, peer, f"{kind} {message if key is None else key}")
         now = time.monotonic()
-        if now < self._next.get(key, 0.0):
-            self._held[key] += 1
+        if now < self._next.get(same, 0.0):
+            self._held[same] += 1
             return
-        held = self._held.pop(key, 0)
+        held = self._held.pop(same, 0)
         more = f" ({held} more since the last report)" if held else ""
         log.warning("%s: %s %s: %s%s", listener, kind, peer, message, more)
-        self._next[key] = now + self.interval
+        self._next[same] = now + self.interval
         if len(self._next) > 10_000:  # a flood from many addresses must not grow this
             self._next = {k: t for k, t in self._next.items() if t > now}
+            self._held = Counter({k: n for k, n in self._held.items() if k in self._next})
 
 
 class Scheduler:
@@ -124,6 +151,7 @@ class Server:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.per_peer: Counter[tuple[str, str]] = Counter()
         self.scheduler = Scheduler()
+        self.resident = Resident()
         self.refusals = RefusalLog()
         self.held = 0  # bytes all connections hold, by their estimates
         self.refused_frames = 0
@@ -209,6 +237,7 @@ class Connection:
         self.peer = peer
         self.decoder = FrameDecoder(server.limits, listener.allow_tags)
         self.cost = 0
+        self.grown = 0  # resident memory added during this connection's steps, this frame
         self.storing = False
         self.evicted: str | None = None
         self._stage = "handshake"  # then "idle" or "frame": which timeout applies
@@ -234,7 +263,7 @@ class Connection:
     # -- the connection
 
     async def run(self) -> None:
-        listener, peer = self.listener, self.peer
+        listener = self.listener
         try:
             async with asyncio.timeout(listener.handshake_timeout):
                 if listener.tls is not None:
@@ -244,41 +273,51 @@ class Connection:
                     leftover = await self._handshake()
             self.decoder.feed(leftover)
             await self._frames()
-        except RefusedError as exc:
-            self.server.refused_connections += 1
-            self.server.refusals.warn(listener.name, peer, "refusing", str(exc))
-        except ForwardError as exc:
-            self.server.refused_frames += 1
+        except BaseException as exc:
+            self._refused(exc)
+        finally:
+            # A refusal's traceback holds this connection's frames in a reference
+            # cycle until the garbage collector's next full run; its buffers go now.
+            self.decoder.close()
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.writer.wait_closed(), 2)
+
+    def _refused(self, exc: BaseException) -> None:
+        """Log why the connection ends; the traceback's frames let go of what they held."""
+        listener, peer, server = self.listener, self.peer, self.server
+        traceback.clear_frames(exc.__traceback__)
+        if isinstance(exc, RefusedError):
+            server.refused_connections += 1
+            server.refusals.warn(listener.name, peer, "refusing", str(exc))
+        elif isinstance(exc, ForwardError):
+            server.refused_frames += 1
             reason = self.evicted or str(exc)
-            self.server.refusals.warn(
+            server.refusals.warn(
                 listener.name, peer, "refusing a frame from", f"{reason}; closing the connection"
             )
-        except TimeoutError:
+        elif isinstance(exc, TimeoutError):
             if self._stage == "idle":
-                log.info(
-                    "%s: closing the connection from %s, idle for idle_timeout", listener.name, peer
-                )
+                log.info("%s: closing the idle connection from %s", listener.name, peer)
             else:
-                self.server.refused_connections += self._stage == "handshake"
-                self.server.refusals.warn(listener.name, peer, "closing", self._timeout_reason())
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+                server.refused_connections += self._stage == "handshake"
+                server.refusals.warn(listener.name, peer, "closing", self._timeout_reason())
+        elif isinstance(exc, ConnectionError | ssl.SSLError | asyncio.IncompleteReadError):
             if self.evicted is not None:
-                self.server.refused_frames += 1
-                self.server.refusals.warn(
+                server.refused_frames += 1
+                server.refusals.warn(
                     listener.name, peer, "refusing a frame from", f"{self.evicted}; closing"
                 )
             else:
                 log.debug("%s: connection from %s ended: %r", listener.name, peer, exc)
-        except asyncio.CancelledError:
-            pass
-        except Exception:
+        elif isinstance(exc, asyncio.CancelledError):
+            pass  # the collector is stopping
+        elif isinstance(exc, Exception):
             # A failed write (disk full, permissions) was not acked, so the
             # client resends it; the other connections go on.
-            log.exception("%s: closing the connection from %s", listener.name, peer)
-        finally:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.writer.wait_closed(), 2)
+            log.error("%s: closing the connection from %s", listener.name, peer, exc_info=exc)
+        else:
+            raise exc
 
     def _timeout_reason(self) -> str:
         listener = self.listener
@@ -304,10 +343,14 @@ class Connection:
         await self.writer.drain()
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_MESSAGE_BYTES)
         ping: object = None
+        received = 0
         while True:
             data = await self.reader.read(MAX_MESSAGE_BYTES)
+            if not data and not received:
+                raise asyncio.CancelledError  # a probe of the port (readiness checks): no news
             if not data:
                 raise RefusedError("the client closed the connection during the handshake")
+            received += len(data)
             try:
                 unpacker.feed(data)
                 ping = unpacker.unpack()
@@ -356,34 +399,38 @@ class Connection:
                 if self.evicted is not None:
                     scheduler.release(self, 0.0)
                     raise ForwardError(self.evicted)
-                began = time.perf_counter()
+                began, resident = time.perf_counter(), self.server.resident()
                 try:
                     frames.extend(self.decoder.step())
                 finally:
                     scheduler.release(self, time.perf_counter() - began)
-                self.server.account(self, self.decoder.memory() + sum(f.cost for f in frames))
+                    self.grown += max(0, self.server.resident() - resident)
+                held = sum(f.cost for f in frames)
+                self.server.account(self, max(self.decoder.memory() + held, self.grown))
                 if self.evicted is not None:
                     raise ForwardError(self.evicted)
         except ForwardError:
             if frames:
                 await self._store(frames)
+                frames.clear()  # stored: the traceback need not keep them
             raise
         finally:
-            self._report_invalid()
+            if not self.decoder.in_frame:
+                self._report_invalid()  # once a frame, not once a step
         return frames
 
     def _report_invalid(self) -> None:
         invalid = self.decoder.invalid
         if not invalid:
             return
-        by_reason = Counter(invalid)
-        self.decoder.invalid = []
-        for (tag, reason), count in by_reason.items():
+        self.decoder.invalid = Counter()
+        for (tag, reason), count in invalid.items():
             self.server.refusals.warn(
                 self.listener.name,
                 self.peer,
                 "dropping invalid events from",
                 f"{count} of tag {tag!r}: {reason} (acked: a resend could not succeed)",
+                key=f"{tag} {reason}",
             )
 
     async def _store(self, frames: list[Frame]) -> None:
@@ -392,7 +439,9 @@ class Connection:
             result = await self.server.store(frames, self.peer)
         finally:
             self.storing = False
-            self.server.account(self, self.decoder.memory())
+            if not self.decoder.in_frame:
+                self.grown = 0  # what the stored frames held is free again
+            self.server.account(self, max(self.decoder.memory(), self.grown))
         self.server.lines += getattr(result, "lines", 0)
         acks = b"".join(forward.encode_ack(f.chunk) for f in frames if f.chunk is not None)
         if acks:

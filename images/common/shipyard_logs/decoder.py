@@ -20,13 +20,16 @@ Two kinds of refusal, as fluentd's in_forward: a stream that cannot be
 decoded, or breaks a limit, raises ForwardError and the connection is closed
 unacknowledged; a well-formed event that is not valid (a time that is no
 time, a record that is no map or is nested too deep) is dropped with a
-reason in `invalid`, and the rest of its frame is kept and acknowledged, since
+reason counted in `invalid`, and the rest of its frame is kept and acknowledged, since
 resending it could never succeed (fluentd's skip_invalid_event).
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -37,14 +40,26 @@ from .forward import EventTime, ForwardError, Frame, Limits, event_time_hook
 # Input handed to msgpack (or inflated) per step: a few milliseconds of work
 # even for the costliest structure, so other connections wait at most that.
 STEP_BYTES = 64 * 1024
+# And the time a step may spend checking the entries it unpacked.
+STEP_SECONDS = 0.005
 # Memory one decoded object may take in CPython, at most about (an empty dict
 # is 64 bytes, a list slot 8 more): memory() multiplies the objects counted.
 OBJECT_COST = 72
 # Small payloads may compress well past the ratio without being a bomb.
 RATIO_GRACE = 1024 * 1024
+# Invalid events are dropped one by one, but a frame of little else is no
+# client's mistake: past this many, the frame is refused whole.
+MAX_INVALID_EVENTS = 10_000
 MAX_TAG_BYTES = 1024
 
-_HEADER, _TAG, _SECOND, _RECORD, _OPTION = range(5)
+_HEADER, _TAG, _SECOND, _ENTRIES, _RECORD, _OPTION = range(6)
+_FORWARD = object()  # the second item of a Forward frame: its entries are in _checker
+
+
+class _PausedError(Exception):
+    """The step's time is up in the middle of a Forward frame's entries."""
+
+
 _DEFAULT_LIMITS = Limits()
 Entry = tuple[EventTime, dict[Any, Any]]
 _UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
@@ -72,6 +87,22 @@ class _Count:
         return value
 
 
+def _headers_are_peeked() -> bool:
+    """msgpack's C unpacker leaves a header it refuses unread, which _SECOND relies on."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(b"\x01")
+    with contextlib.suppress(ValueError):
+        unpacker.read_array_header()
+    try:
+        return unpacker.unpack() == 1
+    except (ValueError, msgpack.UnpackException):
+        return False
+
+
+if not _headers_are_peeked():  # pragma: no cover - the pure-Python fallback of msgpack
+    raise ImportError("shipyard_logs.decoder needs msgpack's C extension (python3-msgpack)")
+
+
 def _unpacker(limits: Limits, count: _Count, max_bin: int, max_buffer: int) -> msgpack.Unpacker:
     """Invalid UTF-8 is kept as surrogate escapes: a payload sent as str must survive as bytes."""
     return msgpack.Unpacker(
@@ -90,16 +121,38 @@ def _unpacker(limits: Limits, count: _Count, max_bin: int, max_buffer: int) -> m
     )
 
 
+class _DepthWalk:
+    """Whether a record (depth 1) holds a map or array deeper than max_depth, a bit at a time.
+
+    No recursion, and resumable: a record of millions of objects is walked
+    over several steps, like its decoding.
+    """
+
+    __slots__ = ("max_depth", "stack")
+
+    def __init__(self, record: dict[Any, Any], max_depth: int) -> None:
+        self.stack: list[tuple[Any, int]] = [(record, 1)]
+        self.max_depth = max_depth
+
+    def run(self, until: float) -> bool | None:
+        """True: too deep; False: not; None: `until` came first, run again."""
+        stack, max_depth = self.stack, self.max_depth
+        visited = 0
+        while stack:
+            value, depth = stack.pop()
+            if depth > max_depth:
+                return True
+            for item in value.values() if type(value) is dict else value:
+                if type(item) is dict or type(item) is list:
+                    stack.append((item, depth + 1))
+            visited += 1
+            if not visited & 255 and time.perf_counter() > until:
+                return None
+        return False
+
+
 def too_deep(record: dict[Any, Any], max_depth: int) -> bool:
-    """The record (depth 1) holds a map or array deeper than max_depth; no recursion."""
-    stack: list[tuple[Any, int]] = [(record, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > max_depth:
-            return True
-        items = value.values() if type(value) is dict else value
-        stack.extend((item, depth + 1) for item in items if type(item) in (dict, list))
-    return False
+    return bool(_DepthWalk(record, max_depth).run(float("inf")))
 
 
 def event_time(value: object) -> EventTime | None:
@@ -117,22 +170,97 @@ def event_time(value: object) -> EventTime | None:
     return None
 
 
-def check_entry(
-    item: object, flat: bool, max_depth: int
-) -> tuple[tuple[EventTime, dict[Any, Any]] | None, str]:
-    """An entry as (time, record), or None and why it is not a valid event."""
+def entry_parts(item: object) -> tuple[EventTime, dict[Any, Any]] | str:
+    """An entry's (time, record), or why it is not a valid event (its depth aside)."""
     if type(item) is not list or len(item) != 2:  # type: ignore[arg-type]
-        return None, "an entry must be [time, record]"
+        return "an entry must be [time, record]"
     stamp = event_time(item[0])  # type: ignore[index]
     if stamp is None:
         kind = type(item[0]).__name__  # type: ignore[index]
-        return None, f"the time is a {kind}, not a number or an EventTime"
+        return f"the time is a {kind}, not a number or an EventTime"
     record = item[1]  # type: ignore[index]
     if type(record) is not dict:
-        return None, f"the record must be a map, got {type(record).__name__}"
-    if not flat and too_deep(record, max_depth):
-        return None, f"the record is nested deeper than max_depth ({max_depth})"
-    return (stamp, record), ""
+        return f"the record must be a map, got {type(record).__name__}"
+    return stamp, record
+
+
+class _Checker:
+    """The entries of one frame, checked one by one within each step's time.
+
+    `take` an entry; when a deep walk runs out of time it is kept, and
+    `resume` goes on with it in the next step.
+    """
+
+    def __init__(self, max_depth: int) -> None:
+        self.max_depth = max_depth
+        self.entries: list[Entry] = []
+        self.invalid: Counter[str] = Counter()
+        self.dropped = 0
+        self._walk: tuple[Entry, _DepthWalk] | None = None
+
+    def take(self, item: object, flat: bool, until: float) -> bool:
+        """Check item; False when its walk is unfinished (call resume in the next step)."""
+        parts = entry_parts(item)
+        if isinstance(parts, str):
+            self._drop(parts)
+            return True
+        if flat:
+            self.entries.append(parts)
+            return True
+        self._walk = (parts, _DepthWalk(parts[1], self.max_depth))
+        return self.resume(until)
+
+    def resume(self, until: float) -> bool:
+        if self._walk is None:
+            return True
+        entry, walk = self._walk
+        deep = walk.run(until)
+        if deep is None:
+            return False
+        self._walk = None
+        if deep:
+            self._drop(f"the record is nested deeper than max_depth ({self.max_depth})")
+        else:
+            self.entries.append(entry)
+        return True
+
+    def _drop(self, why: str) -> None:
+        self.invalid[why] += 1
+        self.dropped += 1
+        if self.dropped > MAX_INVALID_EVENTS:
+            raise ForwardError(
+                f"more than {MAX_INVALID_EVENTS} invalid events in one frame ({why})"
+            )
+
+
+class _Listed:
+    """Entries already decoded (a Message's one), checked by steps."""
+
+    def __init__(self, items: list[Any], limits: Limits, flat: bool) -> None:
+        self.items = items
+        self.index = 0
+        self.flat = flat
+        self.checker = _Checker(limits.max_depth)
+        self.finished = not items
+
+    def step(self) -> None:
+        until = time.perf_counter() + STEP_SECONDS
+        checker, items = self.checker, self.items
+        if not checker.resume(until):
+            return
+        while self.index < len(items):
+            item = items[self.index]
+            self.index += 1
+            if not checker.take(item, self.flat, until):
+                return
+            if not self.index & 255 and time.perf_counter() > until:
+                return
+        self.finished = True
+        self.items = []
+
+    @property
+    def memory(self) -> int:
+        return 0  # already counted as the objects of the frame
 
 
 class _Payload:
@@ -155,23 +283,30 @@ class _Payload:
         )
         self.fed = 0
         self.complete = 0  # where the last whole entry ended in the inflated stream
-        self.entries: list[tuple[EventTime, dict[Any, Any]]] = []
-        self.invalid: list[str] = []
+        self.checker = _Checker(limits.max_depth)
+        self.entries = self.checker.entries
+        self.backlog = False  # entries inflated and not checked yet: no more input until they are
         self.done = False
 
+    @property
+    def finished(self) -> bool:
+        return self.done and not self.backlog
+
     def step(self) -> None:
-        data = self._inflate() if self.inflater is not None else self._plain()
-        if data:
-            try:
-                self.unpacker.feed(data)
-            except msgpack.BufferFull as exc:
-                raise ForwardError(
-                    f"an entry exceeds max_string_bytes ({self.limits.max_string_bytes})"
-                ) from exc
-            self.fed += len(data)
-        self._unpack()
+        until = time.perf_counter() + STEP_SECONDS
+        if not self.backlog:
+            data = self._inflate() if self.inflater is not None else self._plain()
+            if data:
+                try:
+                    self.unpacker.feed(data)
+                except msgpack.BufferFull as exc:
+                    raise ForwardError(
+                        f"an entry exceeds max_string_bytes ({self.limits.max_string_bytes})"
+                    ) from exc
+                self.fed += len(data)
+        self.backlog = not self._unpack(until)
         # msgpack takes the bytes of a partial entry in: only whole ones move `complete`.
-        if self.done and self.complete != self.fed:
+        if self.finished and self.complete != self.fed:
             raise ForwardError("PackedForward stream ends inside an entry")
 
     def _plain(self) -> bytes:
@@ -209,42 +344,56 @@ class _Payload:
             raise ForwardError(f"bad gzip payload: {exc}") from exc
         data = b"".join(out)
         self.inflated += len(data)
+        limits = self.limits
         if self.inflated > self.max_inflated:
             raise ForwardError(
                 f"a gzip payload of {len(self.data)} bytes inflates past {self.max_inflated} "
                 "bytes (max_decompressed_bytes, max_compression_ratio)"
             )
+        # The ratio so far, not only the whole payload's: a bomb is stopped
+        # within its first MiB, however large it would grow.
+        taken = self.pos - len(self.inflater.unconsumed_tail)
+        if self.inflated > RATIO_GRACE and self.inflated > taken * limits.max_compression_ratio:
+            raise ForwardError(
+                f"a gzip payload inflates {self.inflated // max(taken, 1)} times, past "
+                f"max_compression_ratio ({limits.max_compression_ratio:g})"
+            )
         return data
 
-    def _unpack(self) -> None:
-        """Each entry checked inline for the usual [EventTime, flat map]; others by check_entry."""
-        count = self.count
-        depth = self.limits.max_depth
-        append = self.entries.append
-        tell = self.unpacker.tell
+    def _unpack(self, until: float) -> bool:
+        """Check what msgpack has whole; False when the time ran out first.
+
+        The usual [EventTime, flat map] is checked inline: a flat entry's
+        containers add exactly 2n + 4 to the count (see _Count).
+        """
+        checker = self.checker
+        if not checker.resume(until):
+            return False
+        count, append, tell = self.count, self.entries.append, self.unpacker.tell
+        taken = 0
         try:
             for item in self.unpacker:
                 self.complete = tell()
                 objects = count.objects
                 delta, self.last = objects - self.last, objects
-                if type(item) is list and len(item) == 2:
-                    stamp, record = item
-                    if (
-                        type(stamp) is EventTime
-                        and type(record) is dict
-                        and (delta == 2 * len(record) + 4 or not too_deep(record, depth))
-                    ):
-                        append((stamp, record))
-                        continue
-                entry, why = check_entry(item, False, depth)
-                if entry is None:
-                    self.invalid.append(why)
-                else:
-                    append(entry)
+                if (
+                    type(item) is list
+                    and len(item) == 2
+                    and type(item[0]) is EventTime
+                    and type(item[1]) is dict
+                    and delta == 2 * len(item[1]) + 4
+                ):
+                    append((item[0], item[1]))
+                elif not checker.take(item, False, until):
+                    return False
+                taken += 1
+                if not taken & 255 and time.perf_counter() > until:
+                    return False
         except ForwardError:
             raise
         except _UNPACK_ERRORS as exc:
             raise ForwardError(f"bad PackedForward stream: {exc!r:.200}") from exc
+        return True
 
     @property
     def memory(self) -> int:
@@ -255,7 +404,7 @@ class FrameDecoder:
     """One connection's frames, decoded a bounded step at a time.
 
     feed() the bytes read from the socket; call step() while busy; each call
-    returns the frames it completed. invalid holds (tag, reason) for events
+    returns the frames it completed. invalid counts (tag, reason) of events
     dropped since the last step. allow_tag, when given, refuses a frame whose
     tag it rejects as soon as the tag is read.
     """
@@ -271,7 +420,7 @@ class FrameDecoder:
         self.pending_bytes = 0
         self.fed = 0
         self.hungry = True  # msgpack has nothing left to decode without more input
-        self.invalid: list[tuple[str, str]] = []
+        self.invalid: Counter[tuple[str, str]] = Counter()
         self._state = _HEADER
         self._start = 0  # stream offset where the frame in progress began
         self._base = 0  # objects counted before it
@@ -280,10 +429,25 @@ class FrameDecoder:
         self._second: Any = None
         self._record: Any = None
         self._record_base = 0
-        self._payload: _Payload | None = None
+        self._left = 0  # Forward entries still to read
+        self._last = 0  # objects counted when the last of them was read
+        self._checker: _Checker | None = None  # Forward entries read so far
+        self._until = 0.0  # when the step in progress should end
+        self._work: _Payload | _Listed | None = None  # entries being checked
+        self._option: dict[Any, Any] = {}
         self._error: ForwardError | None = None  # raised by the step after the frames before it
 
     # -- the connection's side
+
+    def close(self) -> None:
+        """Let go of every buffer now: a refused connection may linger in a traceback."""
+        self.pending.clear()
+        self.pending_bytes = 0
+        self.unpacker = msgpack.Unpacker()
+        self.fed = self._start = 0
+        self.hungry = True
+        self._state = _HEADER
+        self._second = self._record = self._checker = self._work = None
 
     def feed(self, data: bytes) -> None:
         if data:
@@ -295,7 +459,7 @@ class FrameDecoder:
         """step() has work to do (or an error to raise) without more bytes from the peer."""
         return (
             self._error is not None
-            or self._payload is not None
+            or self._work is not None
             or not self.hungry
             or self.pending_bytes > 0
         )
@@ -303,25 +467,24 @@ class FrameDecoder:
     @property
     def in_frame(self) -> bool:
         """A frame has begun and not ended: the peer owes the rest of it."""
-        return (
-            self._state != _HEADER or self._payload is not None or self.fed > self.unpacker.tell()
-        )
+        return self._state != _HEADER or self._work is not None or self.fed > self.unpacker.tell()
 
     def memory(self) -> int:
         """An upper estimate of the bytes this decoder holds for the frame in progress."""
         held = self.pending_bytes + self.fed - self._start
-        if self._state != _HEADER or self._payload is not None:
+        if self._state != _HEADER or self._work is not None:
             held += (self.count.objects - self._base) * OBJECT_COST
-        if self._payload is not None:
-            held += self._payload.memory
+        if self._work is not None:
+            held += self._work.memory
         return held
 
     def step(self) -> list[Frame]:
         """Decode a bounded amount; the frames completed before an error come out first."""
         if self._error is not None:
             raise self._error
-        if self._payload is not None:
-            frame = self._payload_step()
+        self._until = time.perf_counter() + STEP_SECONDS
+        if self._work is not None:
+            frame = self._work_step()
             return [frame] if frame is not None else []
         if self.hungry:
             if not self.pending:
@@ -333,10 +496,12 @@ class FrameDecoder:
                 frame = self._advance()
                 if frame is not None:
                     done.append(frame)
-                if self._payload is not None:
+                if self._work is not None:
                     break  # its entries are the next steps' work
         except msgpack.OutOfData:
             self.hungry = True
+        except _PausedError:
+            pass  # not hungry: the next step goes on where this one stopped
         except ForwardError as exc:
             self._error = exc
         except _UNPACK_ERRORS as exc:
@@ -394,18 +559,34 @@ class FrameDecoder:
             self._record_base = self.count.objects
             self._state = _SECOND
         if self._state == _SECOND:
-            self._second = u.unpack()
-            # A list is Forward; bin or str PackedForward, unless a fourth item
-            # makes it a Message (whose time is then no time).
-            packed = isinstance(self._second, bytes | str) and self._size <= 3
-            if isinstance(self._second, list) or packed:
+            # Forward's entries are read one by one from their count: msgpack
+            # would allocate a list of the declared length before any entry.
+            try:
+                entries = u.read_array_header()
+            except ValueError:
+                entries = None  # not an array
+            if entries is not None:
                 if self._size > 3:
                     raise ForwardError("a frame has items after its option")
-                return self._option_or_finish(2)
-            if self._size < 3:
-                raise ForwardError("a Message frame needs [tag, time, record]")
-            self._record_base = self.count.objects
-            self._state = _RECORD
+                if entries > self.limits.max_frame_bytes // 3:  # an entry takes 3 bytes or more
+                    raise ForwardError(f"a Forward frame declares {entries} entries")
+                self._left, self._last = entries, self.count.objects
+                self._checker = _Checker(self.limits.max_depth)
+                self._second = _FORWARD
+                self._state = _ENTRIES
+            else:
+                self._second = u.unpack()
+                # bin or str is PackedForward, unless a fourth item makes it
+                # a Message (whose time is then no time).
+                if isinstance(self._second, bytes | str) and self._size <= 3:
+                    return self._option_or_finish(2)
+                if self._size < 3:
+                    raise ForwardError("a Message frame needs [tag, time, record]")
+                self._record_base = self.count.objects
+                self._state = _RECORD
+        if self._state == _ENTRIES:
+            self._read_entries()
+            return self._option_or_finish(2)
         if self._state == _RECORD:
             self._record = u.unpack()
             return self._option_or_finish(3)
@@ -423,53 +604,70 @@ class FrameDecoder:
             return self._advance()
         return self._finish({})
 
+    def _read_entries(self) -> None:
+        """Forward's entries, checked as they come; OutOfData or _PausedError resume here."""
+        u, count, checker, until = self.unpacker, self.count, self._checker, self._until
+        assert checker is not None
+        if not checker.resume(until):
+            raise _PausedError
+        append = checker.entries.append
+        while self._left:
+            item = u.unpack()
+            self._left -= 1
+            objects = count.objects
+            delta, self._last = objects - self._last, objects
+            if (
+                type(item) is list
+                and len(item) == 2
+                and type(item[0]) is EventTime
+                and type(item[1]) is dict
+                and delta == 2 * len(item[1]) + 4
+            ):
+                append((item[0], item[1]))
+            elif not checker.take(item, False, until):
+                raise _PausedError
+            if not self._left & 255 and time.perf_counter() > until:
+                raise _PausedError
+
     def _finish(self, option: dict[Any, Any]) -> Frame | None:
+        """The frame's envelope is read: its entries are checked by the next steps."""
         self._state = _HEADER
         second, self._second = self._second, None
-        if isinstance(second, bytes | str) and self._size <= 3:
-            self._start_payload(second, option)
-            return None
-        depth = self.limits.max_depth
-        if isinstance(second, list):  # Forward
-            flat = self.count.objects - self._record_base == len(second) + 1 + sum(
-                2 * len(e[1]) + 4 if type(e) is list and len(e) == 2 and type(e[1]) is dict else 0
-                for e in second
-            )
-            entries = []
-            for item in second:
-                entry, why = check_entry(item, flat, depth)
-                if entry is None:
-                    self.invalid.append((self._tag, why))
-                else:
-                    entries.append(entry)
-            return self._frame(entries, option)
-        record, self._record = self._record, None  # Message
-        counted = self.count.objects - self._record_base
-        flat = type(record) is dict and counted == 2 * len(record) + 1
-        entry, why = check_entry([second, record], flat, depth)
-        if entry is None:
-            self.invalid.append((self._tag, why))
-        return self._frame([entry] if entry is not None else [], option)
-
-    def _start_payload(self, payload: bytes | str, option: dict[Any, Any]) -> None:
-        if isinstance(payload, str):
-            payload = payload.encode("utf-8", "surrogateescape")
-        compressed = option.get("compressed", "text")
-        if compressed not in ("gzip", "text"):
-            raise ForwardError(f"unsupported compression {compressed!r:.40}")
-        self._payload = _Payload(payload, compressed == "gzip", self.limits, self.count)
         self._option = option
+        if second is _FORWARD:
+            checker, self._checker = self._checker, None
+            assert checker is not None
+            self._collect(checker)
+            return self._frame(checker.entries, option)
+        if isinstance(second, bytes | str) and self._size <= 3:
+            if isinstance(second, str):
+                second = second.encode("utf-8", "surrogateescape")
+            compressed = option.get("compressed", "text")
+            if compressed not in ("gzip", "text"):
+                raise ForwardError(f"unsupported compression {compressed!r:.40}")
+            self._work = _Payload(second, compressed == "gzip", self.limits, self.count)
+        else:  # Message: flat when its containers are the record alone
+            record, self._record = self._record, None
+            counted = self.count.objects - self._record_base
+            flat = type(record) is dict and counted == 2 * len(record) + 1
+            self._work = _Listed([[second, record]], self.limits, flat)
+        return self._work_step()
 
-    def _payload_step(self) -> Frame | None:
-        payload = self._payload
-        assert payload is not None
-        payload.step()
-        self.invalid.extend((self._tag, why) for why in payload.invalid)
-        payload.invalid.clear()
-        if not payload.done:
+    def _work_step(self) -> Frame | None:
+        work = self._work
+        assert work is not None
+        work.step()
+        checker = work.checker
+        self._collect(checker)
+        if not work.finished:
             return None
-        self._payload = None
-        return self._frame(payload.entries, self._option)
+        self._work = None
+        return self._frame(checker.entries, self._option)
+
+    def _collect(self, checker: _Checker) -> None:
+        for why, count in checker.invalid.items():
+            self.invalid[self._tag, why] += count
+        checker.invalid.clear()
 
     def _frame(self, entries: list[Entry], option: dict[Any, Any]) -> Frame:
         frame = Frame(self._tag, entries, option, cost=self.memory())
@@ -480,7 +678,7 @@ class FrameDecoder:
 
 def decode_all(
     data: bytes, limits: Limits = _DEFAULT_LIMITS
-) -> tuple[list[Frame], list[tuple[str, str]]]:
+) -> tuple[list[Frame], Counter[tuple[str, str]]]:
     """Every frame in data, with the events dropped as invalid: for tests and tools."""
     decoder = FrameDecoder(limits)
     decoder.feed(data)

@@ -79,7 +79,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "max_decode_memory": (MIB, 64 * 1024 * MIB),
     "max_compression_ratio": (2, 100_000),
     "max_string_bytes": (1024, 1024 * MIB),
-    "max_array_length": (16, 100_000_000),
+    "max_array_length": (16, 1_000_000),
     "max_map_length": (16, 10_000_000),
     "max_depth": (2, 500),
 }

@@ -1,14 +1,23 @@
-"""The agent's settings: a TOML or JSON file, SHIPYARD_AGENT_<KEY> overrides, checked here."""
+"""The agent's settings: a TOML or JSON file, SHIPYARD_AGENT_<KEY> overrides, checked here.
+
+The keys of the collector's side follow fluentd's out_forward: `shared_key`
+(or `shared_key_file`), `username` and `password` (or `password_file`) for
+the `<security>` handshake, in which `host` is this agent's name; `tls` with
+`tls_ca_path`, `tls_cert_path` and `tls_key_path`, `tls_verify_hostname`.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, load_file, merge
+from ..credentials import secret
+from ..handshake import ClientSecurity
 from ..parsers import PARSERS, Parser
 
 DEFAULTS: dict[str, Any] = {
@@ -31,6 +40,18 @@ DEFAULTS: dict[str, Any] = {
     "compress": "gzip",
     "max_line_bytes": 1024 * 1024,
     "log_level": "INFO",
+    # The collector's <security> handshake: on when a shared key is given.
+    "shared_key": "",
+    "shared_key_file": "",
+    "username": "",
+    "password": "",
+    "password_file": "",
+    # TLS to the collector, verified against tls_ca_path (default: the system's CAs).
+    "tls": False,
+    "tls_ca_path": "",
+    "tls_cert_path": "",  # a client certificate, for a collector with client_cert_auth
+    "tls_key_path": "",
+    "tls_verify_hostname": True,
 }
 SOURCE_DEFAULTS: dict[str, Any] = {
     "path": None,  # a string (comma-separated) or a list of strings, checked by _paths
@@ -74,6 +95,8 @@ class AgentConfig:
     max_line_bytes: int
     log_level: str
     sources: tuple[Source, ...]
+    security: ClientSecurity | None = None
+    tls: ssl.SSLContext | None = None
 
 
 def _paths(where: str, given: object) -> tuple[str, ...]:
@@ -117,13 +140,16 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentCon
         if top[key] <= 0:
             raise ConfigError(f"agent.{key} must be positive")
     pos_dir = Path(top["pos_dir"])
+    host = top["host"] or socket.gethostname()
+    security = _security(top, host)
+    tls = _tls(top)
     parsed = tuple(_source(i, s, top, pos_dir) for i, s in enumerate(sources))
     if len({s.pos_file for s in parsed}) != len(parsed):
         raise ConfigError("agent: two sources share a pos_file (give each a distinct tag)")
     return AgentConfig(
         collector=(top["collector_host"], int(top["collector_port"])),
         pos_dir=pos_dir,
-        host=top["host"] or socket.gethostname(),
+        host=host,
         host_key=top["host_key"],
         batch_lines=int(top["batch_lines"]),
         batch_bytes=int(top["batch_bytes"]),
@@ -139,4 +165,44 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentCon
         max_line_bytes=int(top["max_line_bytes"]),
         log_level=str(top["log_level"]).upper(),
         sources=parsed,
+        security=security,
+        tls=tls,
     )
+
+
+def _security(top: dict[str, Any], host: str) -> ClientSecurity | None:
+    key = secret(top, "shared_key", "agent")
+    password = secret(top, "password", "agent")
+    if not key:
+        if top["username"] or password:
+            raise ConfigError("agent.username and password need a shared_key (or shared_key_file)")
+        return None
+    if bool(top["username"]) != bool(password):
+        raise ConfigError("agent: username and password (or password_file) go together")
+    return ClientSecurity(host, key, top["username"], password)
+
+
+def _tls(top: dict[str, Any]) -> ssl.SSLContext | None:
+    paths = ("tls_ca_path", "tls_cert_path", "tls_key_path")
+    if not top["tls"]:
+        stray = [key for key in paths if top[key]]
+        if stray:
+            raise ConfigError(f"agent: {', '.join(stray)} given but tls is false")
+        return None
+    if bool(top["tls_cert_path"]) != bool(top["tls_key_path"]):
+        raise ConfigError("agent: tls_cert_path and tls_key_path go together")
+    try:
+        context = ssl.create_default_context(cafile=top["tls_ca_path"] or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"agent.tls_ca_path: cannot load {top['tls_ca_path']}: {exc}") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = bool(top["tls_verify_hostname"])
+    if top["tls_cert_path"]:
+        try:
+            context.load_cert_chain(top["tls_cert_path"], top["tls_key_path"])
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"agent.tls_cert_path / tls_key_path: cannot load {top['tls_cert_path']} "
+                f"with {top['tls_key_path']}: {exc}"
+            ) from exc
+    return context

@@ -9,6 +9,8 @@ import time
 from .. import forward
 from .config import AgentConfig
 from .shipper import Sent, Shipper, new_chunk_id, read_inflight
+from .stats import FILE as STATS_FILE
+from .stats import Stats
 from .tail import Batch, Tail
 
 log = logging.getLogger("shipyard_logs.agent")
@@ -23,6 +25,7 @@ class Agent:
         self.tails = [Tail(source, config) for source in config.sources]
         self.inflight = config.pos_dir / INFLIGHT
         self.shipper = Shipper(config, self.stop, self.inflight)
+        self.stats = Stats(config.pos_dir / STATS_FILE, config.collector)
 
     def run(self) -> int:
         self.config.pos_dir.mkdir(parents=True, exist_ok=True)
@@ -41,6 +44,7 @@ class Agent:
         if not self.stop.is_set():
             self._tail()
         self.shipper.join()
+        self._write_stats()
         for tail in self.tails:
             for watcher in tail.watchers:
                 watcher.close()
@@ -68,6 +72,14 @@ class Agent:
                 batch = Batch()
             elif not added:
                 self.stop.wait(self.config.poll_interval)
+            if self.stats.due():
+                self._write_stats()
+
+    def _write_stats(self) -> None:
+        try:
+            self.stats.write(self.tails, self.shipper)
+        except OSError as exc:  # a full disk must not stop shipping
+            log.warning("cannot write %s: %s", self.stats.path, exc)
 
     def _sent(self, batch: Batch) -> Sent:
         frames = []
@@ -79,4 +91,4 @@ class Agent:
             )
             frames.append((chunk, data))
         positions = {str(t.source.pos_file): t.positions() for t in self.tails}
-        return Sent(frames, positions, batch.lines)
+        return Sent(frames, positions, batch.lines, batch.by_source)

@@ -21,7 +21,9 @@ import msgpack
 
 from .. import forward
 from ..durable import write_atomically
+from ..handshake import HandshakeError
 from .config import AgentConfig
+from .link import is_helo, open_link
 from .positions import Position, render_positions
 
 log = logging.getLogger("shipyard_logs.agent")
@@ -47,10 +49,16 @@ class Sent:
     frames: list[tuple[str, bytes]]
     positions: dict[str, list[Position]]
     lines: int
+    by_source: dict[str, int] = field(default_factory=dict)  # lines per source tag
     waiting: set[str] = field(default_factory=set)
 
     def record(self) -> dict[str, Any]:
-        return {"frames": self.frames, "positions": self.positions, "lines": self.lines}
+        return {
+            "frames": self.frames,
+            "positions": self.positions,
+            "lines": self.lines,
+            "by_source": self.by_source,
+        }
 
 
 def read_inflight(path: Path) -> list[Sent]:
@@ -68,6 +76,7 @@ def read_inflight(path: Path) -> list[Sent]:
                     for pos_file, entries in b["positions"].items()
                 },
                 int(b["lines"]),
+                {str(k): int(v) for k, v in b.get("by_source", {}).items()},
             )
             for b in batches
         ]
@@ -113,6 +122,11 @@ class Shipper:
         self.deadline = 0.0
         self.shipped = 0
         self.crashed = False
+        # For stats.json: read by the main thread, written here.
+        self.connected = False
+        self.last_ack: float | None = None  # wall-clock time of the last ack
+        self.shipped_by_source: dict[str, int] = {}
+        self.committed: dict[str, list[Position]] = {}
         # Set once the batches replayed at start are committed: only then do
         # the position files say where the tails go on.
         self.settled = threading.Event()
@@ -168,7 +182,7 @@ class Shipper:
                 self._receive(timeout=0.0)
             else:
                 self._receive(timeout=0.1)
-        except (OSError, forward.ForwardError, ValueError) as exc:
+        except (OSError, forward.ForwardError, HandshakeError, ValueError) as exc:
             self._fail(exc)
 
     def _connect(self) -> None:
@@ -179,16 +193,18 @@ class Shipper:
         if not self.pending and self.queue.empty():
             self.stop.wait(0.2)  # connect when there is something to send
             return
-        sock = socket.create_connection(self.config.collector, timeout=self.config.connect_timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = sock
-        self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1024 * 1024)
+        self.sock, self.unpacker = open_link(self.config)
+        self.connected = True
         if self.pending:
             log.info("resending %d unacked lines", sum(s.lines for s in self.pending))
         for sent in self.pending:
             self._transmit(sent)
 
     def _take(self, wait: float) -> None:
+        if not self.pending and self._closed_by_collector():
+            # An idle connection the collector let go (idle_timeout): not a failure.
+            self._close()
+            return
         try:
             sent = self.queue.get(timeout=wait)
         except queue.Empty:
@@ -213,19 +229,40 @@ class Shipper:
         self.sock.sendall(b"".join(data for _, data in sent.frames))
         self.deadline = time.monotonic() + self.config.ack_timeout
 
+    def _readable(self, timeout: float) -> bool:
+        assert self.sock is not None
+        # TLS may hold decrypted bytes the socket no longer shows as readable.
+        pending = getattr(self.sock, "pending", None)
+        return bool(pending and pending()) or bool(select.select([self.sock], [], [], timeout)[0])
+
+    def _closed_by_collector(self) -> bool:
+        if self.sock is None or not self._readable(0.0):
+            return False
+        data = self.sock.recv(65536)
+        if data:
+            self.unpacker.feed(data)  # stray bytes: checked as acks when some are due
+            return False
+        return True
+
     def _receive(self, timeout: float) -> None:
         """Read the acks that came in within timeout; commit what they complete."""
         if self.sock is None or not self.pending:
             self.stop.wait(timeout)
             return
-        if select.select([self.sock], [], [], timeout)[0]:
+        if self._readable(timeout):
             data = self.sock.recv(65536)
             if not data:
                 raise ConnectionResetError("collector closed the connection")
             self.unpacker.feed(data)
-            self._acked([forward.decode_ack(reply) for reply in self.unpacker])
+            self._acked([self._ack(reply) for reply in self.unpacker])
         if self.pending and time.monotonic() > self.deadline:
             raise TimeoutError(f"no ack within {self.config.ack_timeout:.0f}s")
+
+    @staticmethod
+    def _ack(reply: object) -> Any:  # noqa: ANN401 - echoes the chunk id
+        if is_helo(reply):
+            raise HandshakeError("the collector asks for the <security> handshake: set shared_key")
+        return forward.decode_ack(reply)
 
     def _acked(self, chunks: list[Any]) -> None:
         for chunk in chunks:
@@ -236,11 +273,14 @@ class Shipper:
             return
         self.failures = 0
         self.deadline = time.monotonic() + self.config.ack_timeout
+        self.last_ack = time.time()
         # Only the newest positions matter: they include every older batch.
         self._commit(done[-1].positions)
         for sent in done:
             self.pending.popleft()
             self.shipped += sent.lines
+            for tag, lines in sent.by_source.items():
+                self.shipped_by_source[tag] = self.shipped_by_source.get(tag, 0) + lines
         if not self.pending:
             # The file now names only committed batches; a crash before the
             # next _persist would resend them, which the collector drops.
@@ -253,6 +293,7 @@ class Shipper:
             if self._written.get(pos_file) != data:  # an idle source costs no fsync
                 write_atomically(Path(pos_file), data)
                 self._written[pos_file] = data
+        self.committed = {**self.committed, **positions}
 
     def _fail(self, exc: Exception) -> None:
         self._close()
@@ -267,6 +308,7 @@ class Shipper:
         )
 
     def _close(self) -> None:
+        self.connected = False
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.close()

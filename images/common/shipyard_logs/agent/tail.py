@@ -14,9 +14,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import forward
-from ..parsers import now
+from ..forward import EventTime
+from ..parsers import Parser, now
 from .config import AgentConfig, Source
 from .positions import Position, read_positions
 
@@ -32,6 +34,11 @@ class Watcher:
     offset: int
     fd: int
     rotated_at: float | None = None
+    start: int = -1  # the offset it was opened at: committed, as far as anyone knows
+
+    def __post_init__(self) -> None:
+        if self.start < 0:
+            self.start = self.offset
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -60,6 +67,13 @@ def find_inode(directory: str, inode: int) -> str | None:
     return None
 
 
+def _parse(parser: Parser, line: str) -> tuple[EventTime, dict[str, Any]] | None:
+    try:
+        return parser(line) if line else None
+    except RecursionError:
+        return None
+
+
 @dataclass
 class Batch:
     """Entries packed as they are parsed: bytes weigh a fraction of the dicts they came from."""
@@ -68,13 +82,15 @@ class Batch:
     lines: int = 0
     size: int = 0
     started: float = 0.0
+    by_source: dict[str, int] = field(default_factory=dict)  # lines per source tag
 
-    def add(self, tag: str, entry: bytes, size: int) -> None:
+    def add(self, tag: str, entry: bytes, size: int, source: str) -> None:
         if not self.lines:
             self.started = time.monotonic()
         self.entries.setdefault(tag, []).append(entry)
         self.lines += 1
         self.size += size
+        self.by_source[source] = self.by_source.get(source, 0) + 1
 
 
 class Tail:
@@ -220,13 +236,12 @@ class Tail:
 
     def _emit(self, raw: bytes, batch: Batch) -> None:
         line = raw.decode("utf-8", "backslashreplace").rstrip("\r")
-        parsed = self.source.parser(line) if line else None
-        if parsed is None:
-            batch.add(*self._unparsed(line), len(raw) + 1)
+        parsed = _parse(self.source.parser, line)
+        entry = self._pack(parsed) if parsed is not None else None
+        if entry is None:
+            batch.add(*self._unparsed(line), len(raw) + 1, self.source.tag)
             return
-        stamp, record = parsed
-        record.setdefault(self.config.host_key, self.config.host)
-        batch.add(self.source.tag, self._packer.pack(stamp, record), len(raw) + 1)
+        batch.add(self.source.tag, entry, len(raw) + 1, self.source.tag)
 
     def _emit_lines(self, lines: list[bytes], batch: Batch) -> tuple[int, int]:
         """_emit for whole lines, until the batch is full; returns (lines, bytes) taken.
@@ -252,19 +267,40 @@ class Tail:
             size += len(raw) + 1
             count += 1
             line = raw.decode("utf-8", "backslashreplace").rstrip("\r")
-            parsed = parser(line) if line else None
+            try:
+                parsed = parser(line) if line else None
+            except RecursionError:
+                parsed = None  # JSON nested past Python's stack: ship the line itself
             if parsed is None:
                 unparsed_tag, entry = self._unparsed(line)
                 batch.entries.setdefault(unparsed_tag, []).append(entry)
                 continue
             stamp, record = parsed
             record.setdefault(host_key, host)
+            try:
+                entry = pack(stamp, record)
+            except (ValueError, TypeError, OverflowError):
+                entry = None  # nested past msgpack's limit, say: ship the line itself
+            if entry is None:
+                unparsed_tag, entry = self._unparsed(line)
+                batch.entries.setdefault(unparsed_tag, []).append(entry)
+                continue
             if entries is None:
                 entries = batch.entries.setdefault(tag, [])
-            entries.append(pack(stamp, record))
+            entries.append(entry)
         batch.lines += count
         batch.size = size
+        if count:
+            batch.by_source[tag] = batch.by_source.get(tag, 0) + count
         return count, taken
+
+    def _pack(self, parsed: tuple[EventTime, dict[str, Any]]) -> bytes | None:
+        stamp, record = parsed
+        record.setdefault(self.config.host_key, self.config.host)
+        try:
+            return self._packer.pack(stamp, record)
+        except (ValueError, TypeError, OverflowError):
+            return None
 
     def _unparsed(self, line: str) -> tuple[str, bytes]:
         record = {"message": line}
