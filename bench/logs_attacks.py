@@ -19,8 +19,9 @@ missing or duplicated, and the refusals the collector logged.
              and 32 KiB ones of zeros
   nesting    4 clients sending records nested 1,000 deep (dropped, acked) and
              2,000 deep (past msgpack: the connection is closed)
-  lengths    4 clients declaring arrays, maps and strings of 2^32 - 1 items or
-             bytes, and 1,000 nested arrays of 65,535 items each
+  lengths    16 clients declaring arrays, maps and strings of 2^32 - 1 items or
+             bytes, and 1,000 nested arrays of 65,535 or 4,096 items each, which
+             they keep open
   slowloris  connections from 8 addresses, up to the per-peer cap, trickling a
              PING or a frame one byte a second
   objects    4 clients sending 8 MiB PackedForward payloads of tiny nested
@@ -62,6 +63,7 @@ from logs import (  # bench/logs.py, this directory
     BenchError,
     Procs,
     SliceTail,
+    agent_overrides,
     free_port,
     peak_rss_mb,
     percentile,
@@ -252,18 +254,20 @@ def attack_lengths(a: Attacker) -> None:
         b"\x93" + tag + b"\x01\xdf\xff\xff\xff\xff",  # map
         b"\x92" + tag + b"\xdd\xff\xff\xff\xff",  # Forward entries
         b"\x93" + tag + b"\x01\x81\xa1k\xdb\xff\xff\xff\xff" + bytes(64 * 1024),  # str
-        b"\x93" + tag + b"\x01\x81\xa1k" + b"\xdc\xff\xff" * 1000,  # nested arrays
+        # 1,000 nested arrays, declared and never filled, held open: msgpack
+        # allocates each before its items come.
+        b"\x93" + tag + b"\x01\x81\xa1k" + b"\xdc\xff\xff" * 1000,
+        b"\x93" + tag + b"\x01\x81\xa1k" + b"\xdc\x10\x00" * 1000,  # 4,096 each
     ]
-
     turns = iter(range(10**9))
 
     def body(n: int) -> None:
         with a.connect(SOURCES[n % len(SOURCES)]) as sock:
             sock.sendall(heads[next(turns) % len(heads)])
             a.note("declarations sent")
-            _drain(sock, 2)
+            _drain(sock, 30)
 
-    a.loop(4, body)
+    a.loop(16, body)
 
 
 def attack_slowloris(a: Attacker) -> None:
@@ -381,7 +385,8 @@ def _measure(attack: str, workdir: Path, procs: Procs, options: argparse.Namespa
         key_file = workdir / "shared_key"
         key_file.write_text(f"bench-key-{os.urandom(8).hex()}\n")
     config = workdir / "collector.json"
-    config.write_text(json.dumps(collector_settings(workdir, port, key_file)))
+    settings = {**collector_settings(workdir, port, key_file), **options.collector_set}
+    config.write_text(json.dumps(settings))
     collector = procs.start("collector", ["-m", "shipyard_logs.collector", "--config", str(config)])
     wait_for_port(port, collector)
     log = workdir / "access.log"
@@ -536,6 +541,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--code", default=str(COMMON), help="the images/common to run")
     parser.add_argument("--keep", action="store_true", help="keep each run's directory and logs")
+    parser.add_argument(
+        "--collector-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a collector setting (JSON value), e.g. handshake_timeout=2",
+    )
     parser.add_argument("--role", choices=("attacker",), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--key-file", default="", help=argparse.SUPPRESS)
@@ -544,6 +556,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not set(args.attacks) <= set(ATTACKS):
         parser.error(f"--attacks takes {','.join(ATTACKS)}")
     args.code = str(Path(args.code).resolve())
+    try:
+        args.collector_set = agent_overrides(args.collector_set)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
     return args
 
 
