@@ -567,3 +567,14 @@ def test_a_bad_source_path_is_refused_naming_it(tmp_path, path, message):
     config_file.write_text(f'[[sources]]\npath = {path}\ntag = "t"\n')
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(str(config_file), env={})
+
+
+@pytest.mark.parametrize("tag", ["bad tag", "../up", "a..b", "a.", ""])
+def test_a_tag_that_is_no_fluentd_tag_is_refused_naming_it(tmp_path, tag):
+    from shipyard_logs.agent.config import load_config
+    from shipyard_logs.config import ConfigError
+
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(toml({"sources": [{"path": "/a.log", "tag": tag}]}))
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.tag"):
+        load_config(str(config_file), env={})

@@ -9,6 +9,7 @@ the `<security>` handshake, in which `host` is this agent's name; `tls` with
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ SOURCE_DEFAULTS: dict[str, Any] = {
     "read_from_head": None,
     "pos_file": "",
 }
+# fluentd tags are dot-separated words; the tag also names the position file.
+TAG = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ def _source(index: int, given: object, top: dict[str, Any], pos_dir: Path) -> So
     paths = _paths(where, raw["path"])
     if not raw["tag"]:
         raise ConfigError(f"{where}.tag is required")
+    if not isinstance(raw["tag"], str) or not TAG.fullmatch(raw["tag"]):
+        raise ConfigError(f"{where}.tag {raw['tag']!r} must be dot-separated words of A-Za-z0-9_-")
     if raw["format"] not in PARSERS:
         raise ConfigError(f"{where}.format must be one of {', '.join(sorted(PARSERS))}")
     head = top["read_from_head"] if raw["read_from_head"] is None else bool(raw["read_from_head"])
