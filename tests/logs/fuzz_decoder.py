@@ -59,8 +59,9 @@ def decode(data: bytes, cut: int) -> tuple[Any, ...]:
 
 
 def one_input(data: bytes) -> None:
-    whole = decode(data, len(data))
-    cut = decode(data, data[0] % (len(data) + 1) if data else 0)
+    # Compared as text: a record may hold a NaN, which is not equal to itself.
+    whole = repr(decode(data, len(data)))
+    cut = repr(decode(data, data[0] % (len(data) + 1) if data else 0))
     if whole != cut:
         raise AssertionError(f"the outcome depends on the reads: {whole!r:.300} != {cut!r:.300}")
 

@@ -29,7 +29,7 @@ import heapq
 import itertools
 import logging
 import math
-import os
+import resource
 import ssl
 import time
 import traceback
@@ -55,25 +55,14 @@ REFUSAL_LOG_INTERVAL = 10.0
 Store = Callable[[list[Frame], str], Awaitable[Any]]
 
 
-class Resident:
-    """This process's resident memory, from /proc/self/statm: a few microseconds a read.
+def peak_resident() -> int:
+    """The most resident memory this process has had, in bytes: one cheap getrusage.
 
     The decoder's estimate cannot see what msgpack allocates for a container
-    before its items arrive (1,024 nested arrays declared in 3 KB); the growth
-    of resident memory during a connection's steps can.
+    before its items arrive (1,024 nested arrays declared in 3 KB); the peak
+    growing during a connection's steps can. A peak is what the bound is on.
     """
-
-    def __init__(self) -> None:
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        try:
-            self.fd: int | None = os.open("/proc/self/statm", os.O_RDONLY)
-        except OSError:
-            self.fd = None  # not Linux: the estimates alone
-
-    def __call__(self) -> int:
-        if self.fd is None:
-            return 0
-        return int(os.pread(self.fd, 128, 0).split()[1]) * self.page
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class RefusedError(Exception):
@@ -151,7 +140,6 @@ class Server:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.per_peer: Counter[tuple[str, str]] = Counter()
         self.scheduler = Scheduler()
-        self.resident = Resident()
         self.refusals = RefusalLog()
         self.held = 0  # bytes all connections hold, by their estimates
         self.refused_frames = 0
@@ -237,7 +225,7 @@ class Connection:
         self.peer = peer
         self.decoder = FrameDecoder(server.limits, listener.allow_tags)
         self.cost = 0
-        self.grown = 0  # resident memory added during this connection's steps, this frame
+        self.grown = 0  # the process's peak memory grown during this connection's steps
         self.storing = False
         self.evicted: str | None = None
         self._stage = "handshake"  # then "idle" or "frame": which timeout applies
@@ -399,12 +387,12 @@ class Connection:
                 if self.evicted is not None:
                     scheduler.release(self, 0.0)
                     raise ForwardError(self.evicted)
-                began, resident = time.perf_counter(), self.server.resident()
+                began, peak = time.perf_counter(), peak_resident()
                 try:
                     frames.extend(self.decoder.step())
                 finally:
                     scheduler.release(self, time.perf_counter() - began)
-                    self.grown += max(0, self.server.resident() - resident)
+                    self.grown += peak_resident() - peak
                 held = sum(f.cost for f in frames)
                 self.server.account(self, max(self.decoder.memory() + held, self.grown))
                 if self.evicted is not None:

@@ -282,7 +282,6 @@ class _Payload:
             limits, count, limits.max_string_bytes, limits.max_string_bytes + 2 * STEP_BYTES
         )
         self.fed = 0
-        self.complete = 0  # where the last whole entry ended in the inflated stream
         self.checker = _Checker(limits.max_depth)
         self.entries = self.checker.entries
         self.backlog = False  # entries inflated and not checked yet: no more input until they are
@@ -305,8 +304,7 @@ class _Payload:
                     ) from exc
                 self.fed += len(data)
         self.backlog = not self._unpack(until)
-        # msgpack takes the bytes of a partial entry in: only whole ones move `complete`.
-        if self.finished and self.complete != self.fed:
+        if self.finished and not self._whole():
             raise ForwardError("PackedForward stream ends inside an entry")
 
     def _plain(self) -> bytes:
@@ -369,31 +367,49 @@ class _Payload:
         checker = self.checker
         if not checker.resume(until):
             return False
-        count, append, tell = self.count, self.entries.append, self.unpacker.tell
-        taken = 0
+        count, append = self.count, self.entries.append
+        last, taken = self.last, 0
         try:
             for item in self.unpacker:
-                self.complete = tell()
                 objects = count.objects
-                delta, self.last = objects - self.last, objects
-                if (
-                    type(item) is list
-                    and len(item) == 2
-                    and type(item[0]) is EventTime
-                    and type(item[1]) is dict
-                    and delta == 2 * len(item[1]) + 4
-                ):
-                    append((item[0], item[1]))
-                elif not checker.take(item, False, until):
-                    return False
+                delta, last = objects - last, objects
                 taken += 1
+                if type(item) is list and len(item) == 2:
+                    stamp, record = item
+                    if (
+                        type(stamp) is EventTime
+                        and type(record) is dict
+                        and delta == 2 * len(record) + 4
+                    ):
+                        append((stamp, record))
+                        if taken & 255 or time.perf_counter() <= until:
+                            continue
+                        return False
+                if not checker.take(item, False, until):
+                    return False
                 if not taken & 255 and time.perf_counter() > until:
                     return False
         except ForwardError:
             raise
         except _UNPACK_ERRORS as exc:
             raise ForwardError(f"bad PackedForward stream: {exc!r:.200}") from exc
+        finally:
+            self.last = last
         return True
+
+    def _whole(self) -> bool:
+        """msgpack holds no part of an entry: a nil fed now comes back as itself.
+
+        (Its iteration stops silently before an entry it has only part of,
+        and tell() counts the bytes of that part as read.)
+        """
+        self.unpacker.feed(b"\xc0")
+        try:
+            return self.unpacker.unpack() is None
+        except msgpack.OutOfData:
+            return False
+        except _UNPACK_ERRORS:
+            return False
 
     @property
     def memory(self) -> int:
