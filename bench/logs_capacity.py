@@ -21,7 +21,6 @@ Usage: bench/logs_capacity.py [--generators 4] [--lines 400000] [--setups plain,
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import socket
@@ -42,26 +41,16 @@ from logs import (  # bench/logs.py, this directory
     access_line,
     cpu_seconds,
     free_port,
+    load_test_pki,
     peak_rss_mb,
     wait_for_port,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 SETUPS = ("plain", "tls+key")
 GOAL_PER_CORE = 200_000
 BATCH = 1000
 WINDOW = 4
 KEY = "capacity-bench-key"
-
-
-def pki(directory: Path) -> Any:  # noqa: ANN401 - tests/logs/pki.py's Pki
-    """The tests' small CA (tests/logs/pki.py), loaded by path: bench and tests share it."""
-    spec = importlib.util.spec_from_file_location("pki", ROOT / "tests" / "logs" / "pki.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pki"] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module.make_pki(directory)
 
 
 # ------------------------------------------------------------------ a generator
@@ -163,7 +152,7 @@ def _measure(
     }
     ca = key = ""
     if setup == "tls+key":
-        certs = pki(workdir / "pki")
+        certs = load_test_pki(workdir / "pki")
         (workdir / "key").write_text(KEY)
         settings["security"] = {
             "self_hostname": "collector",
