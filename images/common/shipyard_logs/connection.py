@@ -371,6 +371,8 @@ class Connection:
                 async with asyncio.timeout(max(timeout, 0.0)):
                     data = await self.reader.read(READ_SIZE)
                 if not data:
+                    if self.evicted is not None:  # aborted while it waited for bytes
+                        raise ForwardError(self.evicted)
                     return
                 decoder.feed(data)
             frames = await self._decode()
