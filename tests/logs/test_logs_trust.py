@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -450,3 +451,42 @@ def test_bad_agent_security_settings_are_refused_naming_the_key(tmp_path, config
     proc = check("agent", config + "\n" + AGENT_SOURCE, tmp_path)
     assert proc.returncode == 78, proc.stderr
     assert message in proc.stderr
+
+
+def test_the_agent_over_tls_goes_on_after_idle_times_and_collector_restarts(
+    tmp_path, pki, collector_factory
+):
+    collector = collector_factory(**secured(tmp_path, pki)).start()
+    agent = Agent(
+        tmp_path,
+        collector,
+        collector_host="localhost",
+        shared_key_file=secret_file(tmp_path, "key", KEY),
+        tls=True,
+        tls_ca_path=str(pki.ca),
+        ack_timeout=30.0,  # a read that waits for nothing would show as this long a stall
+    )
+    log = agent.logdir / "access.log"
+    log.touch()
+    agent.start()
+    written = 0
+
+    def write(count: int) -> None:
+        nonlocal written
+        with log.open("a") as handle:
+            handle.writelines(apache_line(n) + "\n" for n in range(written, written + count))
+        written += count
+
+    try:
+        for pause in (0.0, 2.0, 4.0):
+            time.sleep(pause)  # idle: nothing in flight, the connection open
+            write(200)
+            wait_all(collector, written, timeout=10)
+        collector.kill()
+        write(200)
+        collector.start()
+        wait_all(collector, written, timeout=20)
+    finally:
+        agent.stop()
+    ids = shipped_ids(collector)
+    assert set(ids) == set(range(written)) and set(ids.values()) == {1}

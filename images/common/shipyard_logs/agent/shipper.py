@@ -10,6 +10,7 @@ import os
 import queue
 import select
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -235,14 +236,29 @@ class Shipper:
         pending = getattr(self.sock, "pending", None)
         return bool(pending and pending()) or bool(select.select([self.sock], [], [], timeout)[0])
 
+    def _recv_now(self) -> bytes | None:
+        """What can be read without waiting: b"" when the collector closed, None for nothing.
+
+        Readable is not the same as data: a TLS 1.3 server sends session
+        tickets after the handshake, and a blocking read past them would
+        wait for an ack that is not coming.
+        """
+        assert self.sock is not None
+        self.sock.settimeout(0.0)
+        try:
+            return self.sock.recv(65536)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return None
+        finally:
+            self.sock.settimeout(self.config.ack_timeout)
+
     def _closed_by_collector(self) -> bool:
         if self.sock is None or not self._readable(0.0):
             return False
-        data = self.sock.recv(65536)
+        data = self._recv_now()
         if data:
             self.unpacker.feed(data)  # stray bytes: checked as acks when some are due
-            return False
-        return True
+        return data == b""
 
     def _receive(self, timeout: float) -> None:
         """Read the acks that came in within timeout; commit what they complete."""
@@ -250,11 +266,12 @@ class Shipper:
             self.stop.wait(timeout)
             return
         if self._readable(timeout):
-            data = self.sock.recv(65536)
-            if not data:
+            data = self._recv_now()
+            if data == b"":
                 raise ConnectionResetError("collector closed the connection")
-            self.unpacker.feed(data)
-            self._acked([self._ack(reply) for reply in self.unpacker])
+            if data:
+                self.unpacker.feed(data)
+                self._acked([self._ack(reply) for reply in self.unpacker])
         if self.pending and time.monotonic() > self.deadline:
             raise TimeoutError(f"no ack within {self.config.ack_timeout:.0f}s")
 
