@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv up down test lint vagrant pytest molecule clean
+.PHONY: help venv up down test lint vagrant pytest molecule clean report
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ venv: $(STAMP) $(NODE_STAMP) ## Create .venv with the pinned tools (and the test
 
 up: $(STAMP) ## Bring the dev environment up: ansible-playbook site.yml.
 	$(BIN)/ansible-playbook site.yml $(ARGS)
+
+report: $(STAMP) ## Merge a day of shipped logs into the warehouse, refresh the dashboard (DATE=YYYY-MM-DD).
+	$(BIN)/ansible-playbook playbooks/report.yml $(if $(DATE),-e sample_app_report_date=$(DATE)) $(ARGS)
 
 down: $(STAMP) ## Remove the dev environment; PURGE=1 also removes its volumes.
 	$(BIN)/ansible-playbook playbooks/down.yml -e down_purge=$(if $(PURGE),true,false) $(ARGS)
