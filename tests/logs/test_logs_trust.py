@@ -456,7 +456,9 @@ def test_bad_agent_security_settings_are_refused_naming_the_key(tmp_path, config
 def test_the_agent_over_tls_goes_on_after_idle_times_and_collector_restarts(
     tmp_path, pki, collector_factory
 ):
-    collector = collector_factory(**secured(tmp_path, pki)).start()
+    settings = secured(tmp_path, pki)
+    settings["transport"] |= {"ca_path": str(pki.ca), "client_cert_auth": True}  # type: ignore[operator]
+    collector = collector_factory(**settings).start()
     agent = Agent(
         tmp_path,
         collector,
@@ -464,6 +466,8 @@ def test_the_agent_over_tls_goes_on_after_idle_times_and_collector_restarts(
         shared_key_file=secret_file(tmp_path, "key", KEY),
         tls=True,
         tls_ca_path=str(pki.ca),
+        tls_cert_path=str(pki.client.cert),
+        tls_key_path=str(pki.client.key),
         ack_timeout=30.0,  # a read that waits for nothing would show as this long a stall
     )
     log = agent.logdir / "access.log"

@@ -319,8 +319,8 @@ class Connection:
             await self.writer.start_tls(context)
         except ssl.SSLError as exc:
             raise RefusedError(f"TLS handshake failed: {exc.reason or exc}") from exc
-        except (ConnectionError, OSError) as exc:
-            raise RefusedError(f"TLS handshake failed: {exc!r}") from exc
+        # A peer that closes before its ClientHello is a port probe (the
+        # image's readiness check), not a refusal worth a warning.
 
     async def _handshake(self) -> bytes:
         """HELO, PING, PONG; returns what the client sent after its PING."""
