@@ -20,7 +20,7 @@ missing or duplicated, and the refusals the collector logged.
   nesting    4 clients sending records nested 1,000 deep (dropped, acked) and
              2,000 deep (past msgpack: the connection is closed)
   lengths    16 clients declaring arrays, maps and strings of 2^32 - 1 items or
-             bytes, and 1,000 nested arrays of 65,535 or 4,096 items each, which
+             bytes, and 1,000 nested arrays of 65,535 or 1,024 items each, which
              they keep open
   slowloris  connections from 8 addresses, up to the per-peer cap, trickling a
              PING or a frame one byte a second
@@ -257,7 +257,7 @@ def attack_lengths(a: Attacker) -> None:
         # 1,000 nested arrays, declared and never filled, held open: msgpack
         # allocates each before its items come.
         b"\x93" + tag + b"\x01\x81\xa1k" + b"\xdc\xff\xff" * 1000,
-        b"\x93" + tag + b"\x01\x81\xa1k" + b"\xdc\x10\x00" * 1000,  # 4,096 each
+        b"\x93" + tag + b"\x01\x81\xa1k" + b"\xdc\x04\x00" * 1000,  # 1,024 each
     ]
     turns = iter(range(10**9))
 

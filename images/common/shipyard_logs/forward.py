@@ -77,8 +77,9 @@ class Limits:
     max_compression_ratio: float = 100.0  # inflated / compressed, past decoder.RATIO_GRACE
     max_string_bytes: int = 4 * 1024 * 1024  # one str or ext value (and bin inside a payload)
     # One array in a record. msgpack allocates a declared array before its
-    # items arrive, and arrays nest 1,024 deep: that product is what this bounds.
-    max_array_length: int = 4096
+    # items arrive, and arrays nest 1,024 deep: that product (8 MB at most
+    # here) is what this bounds, per connection.
+    max_array_length: int = 1024
     max_map_length: int = 10_000  # one map: a record's keys
     max_depth: int = 64  # maps and arrays in a record, the record itself counting 1
 
