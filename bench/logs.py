@@ -299,7 +299,7 @@ def collector_config(workdir: Path, port: int, extra: dict[str, Any]) -> Path:
         "bind": "127.0.0.1",
         "port": port,
         "root": str(workdir / "store"),
-        "time_slice_wait": 10**9,  # nothing is closed, nothing uploaded
+        "time_slice_wait": 30 * 86400,  # the longest allowed: nothing is closed, nothing uploaded
         "heartbeat": False,  # no UDP socket needed, one port fewer to collide
         "log_level": "INFO",
         **extra,

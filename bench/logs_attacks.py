@@ -355,7 +355,7 @@ def collector_settings(workdir: Path, port: int, key_file: Path | None) -> dict[
         "bind": "127.0.0.1",
         "port": port,
         "root": str(workdir / "store"),
-        "time_slice_wait": 10**9,
+        "time_slice_wait": 30 * 86400,  # the longest allowed: nothing closes
         "heartbeat": False,
         "log_level": "INFO",
     }

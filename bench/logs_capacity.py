@@ -147,7 +147,7 @@ def _measure(
         "bind": "127.0.0.1",
         "port": port,
         "root": str(workdir / "store"),
-        "time_slice_wait": 10**9,
+        "time_slice_wait": 30 * 86400,  # the longest allowed: nothing closes
         "heartbeat": False,
     }
     ca = key = ""

@@ -44,6 +44,7 @@ from .decoder import FrameDecoder
 from .forward import ForwardError, Frame, Limits
 from .handshake import MAX_MESSAGE_BYTES, ServerHandshake
 from .listeners import ListenerConfig
+from .slices import StoreError
 
 log = logging.getLogger("shipyard_logs.collector")
 
@@ -145,6 +146,12 @@ class Server:
         self.refused_frames = 0
         self.refused_connections = 0
         self.lines = 0
+        self.stats: Any = None  # the collector's stats.json, which counts refused frames too
+
+    def refuse_frame(self) -> None:
+        self.refused_frames += 1
+        if self.stats is not None:
+            self.stats.refused_frames += 1
 
     def handler(
         self, listener: ListenerConfig
@@ -279,10 +286,17 @@ class Connection:
             server.refused_connections += 1
             server.refusals.warn(listener.name, peer, "refusing", str(exc))
         elif isinstance(exc, ForwardError):
-            server.refused_frames += 1
+            server.refuse_frame()
             reason = self.evicted or str(exc)
             server.refusals.warn(
                 listener.name, peer, "refusing a frame from", f"{reason}; closing the connection"
+            )
+        elif isinstance(exc, StoreError):
+            # Logged by the store when it started failing; the client resends.
+            log.info(
+                "%s: closing the connection from %s without ack: its frames could not be stored",
+                listener.name,
+                peer,
             )
         elif isinstance(exc, TimeoutError):
             if self._stage == "idle":
@@ -292,7 +306,7 @@ class Connection:
                 server.refusals.warn(listener.name, peer, "closing", self._timeout_reason())
         elif isinstance(exc, ConnectionError | ssl.SSLError | asyncio.IncompleteReadError):
             if self.evicted is not None:
-                server.refused_frames += 1
+                server.refuse_frame()
                 server.refusals.warn(
                     listener.name, peer, "refusing a frame from", f"{self.evicted}; closing"
                 )

@@ -6,7 +6,8 @@ Each `[[listeners]]` table adds one more, with the same keys and its own
 name, typically a plain listener for Docker's fluentd log driver, which can
 do neither the handshake nor TLS, fenced by `allow_peers` and `allow_tags`.
 
-Every number is bounded here, where it is read, and an error names its key.
+Every number is bounded here, where it is read (config.Setting), and an error
+names its key.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ConfigError, merge
+from .config import Between, ConfigError, Setting, merge
 from .credentials import secret
 from .forward import Limits
 from .handshake import ServerSecurity, User
@@ -32,33 +33,39 @@ MIB = 1024 * 1024
 # Keys of one listener; at the top level they describe the main one.
 LISTENER_DEFAULTS: dict[str, Any] = {
     "bind": "0.0.0.0",  # noqa: S104 - a collector in a container serves its network
-    "port": 24224,
+    "port": Setting(24224, Between(1, 65535)),
     "allow_tags": "**",  # fluentd patterns, as in [[match]]
     "allow_peers": None,  # addresses or networks (a list, or separated by commas); none: any
-    "max_connections_per_peer": 32,
-    "handshake_timeout": 10.0,  # accept to authenticated: TLS, HELO, PING
-    "frame_timeout": 60.0,  # first byte of a frame to its last
-    "idle_timeout": 600.0,  # between frames
+    "max_connections_per_peer": Setting(32, Between(1, 65536)),
+    "handshake_timeout": Setting(10.0, Between(0.1, 3600)),  # accept to authenticated
+    "frame_timeout": Setting(60.0, Between(0.1, 86400)),  # first byte of a frame to its last
+    "idle_timeout": Setting(600.0, Between(0.1, 7 * 86400)),  # between frames
 }
 # The collector as a whole: connections, the memory of frames being decoded,
 # and the decoder's limits (besides max_frame_bytes and max_decompressed_bytes).
+# The decoder's bounds keep one step's work small (decoder.py) and every
+# record within what json can encode.
 SERVER_DEFAULTS: dict[str, Any] = {
-    "max_connections": 512,
-    "max_decode_memory": 64 * MIB,
-    "max_compression_ratio": _LIMITS.max_compression_ratio,
-    "max_string_bytes": _LIMITS.max_string_bytes,
-    "max_array_length": _LIMITS.max_array_length,
-    "max_map_length": _LIMITS.max_map_length,
-    "max_depth": _LIMITS.max_depth,
+    "max_connections": Setting(512, Between(1, 65536)),
+    "max_decode_memory": Setting(64 * MIB, Between(MIB, 64 * 1024 * MIB)),
+    "max_compression_ratio": Setting(_LIMITS.max_compression_ratio, Between(2, 100_000)),
+    "max_string_bytes": Setting(_LIMITS.max_string_bytes, Between(1024, 1024 * MIB)),
+    "max_array_length": Setting(_LIMITS.max_array_length, Between(16, 1_000_000)),
+    "max_map_length": Setting(_LIMITS.max_map_length, Between(16, 10_000_000)),
+    "max_depth": Setting(_LIMITS.max_depth, Between(2, 500)),
 }
 TOP_DEFAULTS: dict[str, Any] = {**LISTENER_DEFAULTS, **SERVER_DEFAULTS}
 SECURITY_DEFAULTS: dict[str, Any] = {
     "self_hostname": "",  # default: the host name
-    "shared_key": "",
+    "shared_key": Setting("", secret=True),
     "shared_key_file": "",
     "user_auth": False,
 }
-USER_DEFAULTS: dict[str, Any] = {"username": "", "password": "", "password_file": ""}
+USER_DEFAULTS: dict[str, Any] = {
+    "username": "",
+    "password": Setting("", secret=True),
+    "password_file": "",
+}
 TRANSPORT_DEFAULTS: dict[str, Any] = {
     "tls": False,
     "cert_path": "",
@@ -66,29 +73,6 @@ TRANSPORT_DEFAULTS: dict[str, Any] = {
     "ca_path": "",  # the CA that signs client certificates (client_cert_auth)
     "client_cert_auth": False,
 }
-
-# Bounds: (low, high) per key. The decoder's own are chosen so the work of one
-# step stays small (decoder.py) and json can still encode every record.
-BOUNDS: dict[str, tuple[float, float]] = {
-    "port": (1, 65535),
-    "max_connections_per_peer": (1, 65536),
-    "handshake_timeout": (0.1, 3600),
-    "frame_timeout": (0.1, 86400),
-    "idle_timeout": (0.1, 7 * 86400),
-    "max_connections": (1, 65536),
-    "max_decode_memory": (MIB, 64 * 1024 * MIB),
-    "max_compression_ratio": (2, 100_000),
-    "max_string_bytes": (1024, 1024 * MIB),
-    "max_array_length": (16, 1_000_000),
-    "max_map_length": (16, 10_000_000),
-    "max_depth": (2, 500),
-}
-
-
-def bounded(where: str, key: str, value: float) -> None:
-    low, high = BOUNDS[key]
-    if not low <= value <= high:
-        raise ConfigError(f"{where}.{key} must be between {low:g} and {high:g}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -136,8 +120,6 @@ class ListenerConfig:
 
 def limits_from(top: Mapping[str, Any], where: str = "collector") -> Limits:
     """The decoder's limits from the top-level keys (max_frame_bytes and the keys above)."""
-    for key in SERVER_DEFAULTS:
-        bounded(where, key, top[key])
     return Limits(
         max_frame_bytes=int(top["max_frame_bytes"]),
         max_decompressed_bytes=int(top["max_decompressed_bytes"]),
@@ -209,10 +191,6 @@ def _listener(
     security: ServerSecurity | None,
     transport: tuple[ssl.SSLContext | None, bool],
 ) -> ListenerConfig:
-    for key in ("port", "max_connections_per_peer", "handshake_timeout"):
-        bounded(where, key, raw[key])
-    for key in ("frame_timeout", "idle_timeout"):
-        bounded(where, key, raw[key])
     tags = raw["allow_tags"]
     try:
         matcher = None if tags.split() == ["**"] else TagMatcher(tags)

@@ -9,60 +9,78 @@ the `<security>` handshake, in which `host` is this agent's name; `tls` with
 from __future__ import annotations
 
 import os
-import re
 import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, load_file, merge
+from ..config import (
+    ABSOLUTE_PATH,
+    LOG_LEVEL,
+    OPTIONAL_PATH,
+    PORT,
+    Between,
+    ConfigError,
+    Matches,
+    OneOf,
+    Setting,
+    load_file,
+    merge,
+)
 from ..credentials import secret
 from ..handshake import ClientSecurity
 from ..parsers import PARSERS, Parser
 
+MiB = 1024 * 1024
+# Seconds: a floor keeps a zero from turning a wait into a hot loop, a
+# ceiling keeps a typo from stalling shipping for days.
 DEFAULTS: dict[str, Any] = {
-    "collector_host": "127.0.0.1",
-    "collector_port": 24224,
-    "pos_dir": "/var/lib/shipyard/log-agent",
-    "host": "",
-    "host_key": "source_host",
-    "batch_lines": 1000,
-    "batch_bytes": 1024 * 1024,
-    "flush_interval": 1.0,
-    "poll_interval": 0.25,
-    "refresh_interval": 5.0,
-    "rotate_wait": 5.0,
+    "collector_host": Setting(
+        "127.0.0.1", Matches(r"[^\s/]+", "a host name or an IP address", 255)
+    ),
+    "collector_port": Setting(24224, PORT),
+    "pos_dir": Setting("/var/lib/shipyard/log-agent", ABSOLUTE_PATH),
+    "host": Setting("", Matches(r"\S*", "empty or a host name", 253)),
+    "host_key": Setting("source_host", Matches(r"[A-Za-z_@][A-Za-z0-9_.@-]*", "a record key", 64)),
+    "batch_lines": Setting(1000, Between(1, 100_000)),
+    "batch_bytes": Setting(1 * MiB, Between(64, 64 * MiB)),
+    "flush_interval": Setting(1.0, Between(0.01, 3600)),
+    "poll_interval": Setting(0.25, Between(0.01, 60)),
+    "refresh_interval": Setting(5.0, Between(0.1, 3600)),
+    "rotate_wait": Setting(5.0, Between(0, 3600)),
     "read_from_head": False,
-    "connect_timeout": 5.0,
-    "ack_timeout": 30.0,
-    "retry_max_interval": 30.0,
-    "max_inflight": 4,
-    "compress": "gzip",
-    "max_line_bytes": 1024 * 1024,
-    "log_level": "INFO",
+    "connect_timeout": Setting(5.0, Between(0.1, 300)),
+    "ack_timeout": Setting(30.0, Between(1, 3600)),
+    "retry_max_interval": Setting(30.0, Between(0.1, 3600)),
+    "max_inflight": Setting(4, Between(1, 64)),
+    "compress": Setting("gzip", OneOf(("gzip", "text"))),
+    "max_line_bytes": Setting(1 * MiB, Between(16, 64 * MiB)),
+    "log_level": Setting("INFO", LOG_LEVEL),
     # The collector's <security> handshake: on when a shared key is given.
-    "shared_key": "",
-    "shared_key_file": "",
+    "shared_key": Setting("", secret=True),
+    "shared_key_file": Setting("", OPTIONAL_PATH),
     "username": "",
-    "password": "",
-    "password_file": "",
+    "password": Setting("", secret=True),
+    "password_file": Setting("", OPTIONAL_PATH),
     # TLS to the collector, verified against tls_ca_path (default: the system's CAs).
     "tls": False,
-    "tls_ca_path": "",
-    "tls_cert_path": "",  # a client certificate, for a collector with client_cert_auth
-    "tls_key_path": "",
+    "tls_ca_path": Setting("", OPTIONAL_PATH),
+    "tls_cert_path": Setting("", OPTIONAL_PATH),  # a client certificate, for client_cert_auth
+    "tls_key_path": Setting("", OPTIONAL_PATH),
     "tls_verify_hostname": True,
 }
 SOURCE_DEFAULTS: dict[str, Any] = {
     "path": None,  # a string (comma-separated) or a list of strings, checked by _paths
-    "tag": "",
-    "format": "none",
+    # The tag names the position file <pos_dir>/<tag>.pos: no `/`, no `..`.
+    "tag": Setting(
+        "",
+        Matches(r"([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?", "dot-separated words of A-Za-z0-9_-", 128),
+    ),
+    "format": Setting("none", OneOf(tuple(sorted(PARSERS)))),
     "read_from_head": None,
-    "pos_file": "",
+    "pos_file": Setting("", OPTIONAL_PATH),
 }
-# fluentd tags are dot-separated words; the tag also names the position file.
-TAG = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 
 @dataclass(frozen=True)
@@ -123,10 +141,6 @@ def _source(index: int, given: object, top: dict[str, Any], pos_dir: Path) -> So
     paths = _paths(where, raw["path"])
     if not raw["tag"]:
         raise ConfigError(f"{where}.tag is required")
-    if not isinstance(raw["tag"], str) or not TAG.fullmatch(raw["tag"]):
-        raise ConfigError(f"{where}.tag {raw['tag']!r} must be dot-separated words of A-Za-z0-9_-")
-    if raw["format"] not in PARSERS:
-        raise ConfigError(f"{where}.format must be one of {', '.join(sorted(PARSERS))}")
     head = top["read_from_head"] if raw["read_from_head"] is None else bool(raw["read_from_head"])
     pos_file = Path(raw["pos_file"]) if raw["pos_file"] else pos_dir / f"{raw['tag']}.pos"
     return Source(paths, raw["tag"], raw["format"], head, pos_file)
@@ -137,13 +151,8 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentCon
     data = load_file(path or env.get("SHIPYARD_AGENT_CONFIG"))
     sources = data.pop("sources", [])
     top = merge(DEFAULTS, data, "SHIPYARD_AGENT_", "agent", env)
-    if top["compress"] not in ("gzip", "text"):
-        raise ConfigError("agent.compress must be gzip or text")
     if not isinstance(sources, list) or not sources:
         raise ConfigError("agent: at least one [[sources]] entry is required")
-    for key in ("batch_lines", "batch_bytes", "max_line_bytes", "max_inflight"):
-        if top[key] <= 0:
-            raise ConfigError(f"agent.{key} must be positive")
     pos_dir = Path(top["pos_dir"])
     host = top["host"] or socket.gethostname()
     security = _security(top, host)
