@@ -26,7 +26,17 @@ $(STAMP): requirements.txt pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-venv: $(STAMP) ## Create .venv with the pinned tools.
+# npm's fluent-logger, the independent client of the log collector's tests,
+# pinned by the lock file and installed next to it (node_modules is ignored).
+INTEROP := tests/logs/interop
+NODE_STAMP := $(INTEROP)/node_modules/.installed-$(shell sha256sum $(INTEROP)/package-lock.json | cut -c1-12)
+
+$(NODE_STAMP): $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: apt-get install nodejs npm" >&2; exit 1; }
+	npm ci --prefix $(INTEROP) --no-audit --no-fund --loglevel=error
+	touch $@
+
+venv: $(STAMP) $(NODE_STAMP) ## Create .venv with the pinned tools (and the tests' npm packages).
 
 up: $(STAMP) ## Bring the dev environment up: ansible-playbook site.yml.
 	$(BIN)/ansible-playbook site.yml $(ARGS)
@@ -73,7 +83,7 @@ vagrant: ## vagrant validate the Vagrantfile, per provider (offline).
 	done
 
 # pytest exits 5 when it collects nothing: here that means a broken suite, not a pass.
-pytest: $(STAMP) ## Run the pytest suite.
+pytest: $(STAMP) $(NODE_STAMP) ## Run the pytest suite.
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
 	exit $$rc
