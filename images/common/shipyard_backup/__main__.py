@@ -49,11 +49,12 @@ PGBACKREST_BLAME = (
 )
 
 
-def blame(settings: Settings, message: str) -> str:
+def blame(settings: Settings, message: str) -> tuple[str, str]:
+    """The setting pgBackRest's error points at, and the words that say so."""
     for pattern, key in PGBACKREST_BLAME:
-        if pattern.search(message):
-            return key
-    return "s3_endpoint"
+        if match := pattern.search(message):
+            return key, match.group(0)
+    return "s3_endpoint", ""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -160,8 +161,14 @@ def dispatch(settings: Settings, args: argparse.Namespace) -> object:
         try:
             engine.check_settings()
         except StepError as exc:
-            key = blame(settings, str(exc)) if settings.engine == "postgresql" else _maria_key(exc)
-            raise ConfigError(f"{key} ({env_name(key)}): {exc}") from None
+            if settings.engine == "postgresql":
+                # S3's code first: pgBackRest's message quotes the whole
+                # request and response, so a shortened one would lose it.
+                key, word = blame(settings, str(exc))
+                reason = f"{word}: {exc}" if word else str(exc)
+            else:
+                key, reason = _maria_key(exc), str(exc)
+            raise ConfigError(f"{key} ({env_name(key)}): {reason}") from None
         return {"ok": True}
     if verb == "backup":
         return engine.backup(args.type)
