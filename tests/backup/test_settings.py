@@ -125,3 +125,29 @@ def test_cron_next_and_last() -> None:
 def test_bad_cron_expressions(text: str) -> None:
     with pytest.raises(CronError):
         Cron.parse(text)
+
+
+def test_binary_logs_rotate_early_enough_for_slow_uploads() -> None:
+    """A commit just after a rotation waits one interval, one loop turn and one upload."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from shipyard_backup.maria import Archiver
+
+    archiver = Archiver.__new__(Archiver)
+    archiver.settings = SimpleNamespace(archive_timeout=60)
+    archiver.overruns = deque(maxlen=5)
+    assert archiver.interval() == 55
+    # Quick uploads leave the fixed margin alone.
+    archiver.overruns.append(3.0)
+    assert archiver.interval() == 55
+    # A slow one moves the next rotations earlier, by what it took.
+    archiver.overruns.append(9.5)
+    assert archiver.interval() == 50
+    archiver.settings = SimpleNamespace(archive_timeout=10)
+    archiver.overruns.clear()
+    assert archiver.interval() == 8
+    archiver.overruns.append(4.0)
+    assert archiver.interval() == 5.5
+    archiver.overruns.append(30.0)
+    assert archiver.interval() == 1

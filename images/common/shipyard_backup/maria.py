@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -450,6 +451,10 @@ class Archiver:
         self.size_at_rotate: int | None = None
         self.last_archived_time: int | None = None
         self.waiting_bytes = 0
+        # What the last rotations took beyond their interval: the service's
+        # loop turn (how late a due rotation may be noticed) and the upload.
+        self.overruns: deque[float] = deque(maxlen=5)
+        self.last_tick: float | None = None
 
     def start(self) -> None:
         self.timeline = timeline(self.settings)
@@ -463,8 +468,17 @@ class Archiver:
         self.rotate()
 
     def interval(self) -> float:
-        margin = min(5, self.settings.archive_timeout // 4)
-        return max(1, self.settings.archive_timeout - margin)
+        """Seconds between rotations, so a commit reaches S3 within archive_timeout.
+
+        A commit just after a rotation waits for the next one and its upload:
+        the margin is 5 s (or a quarter of the setting when shorter), or more
+        when the last uploads arrived later than that, on a slow S3 or a busy
+        host: rotations then come earlier instead of the loss window growing.
+        """
+        margin = float(min(5, self.settings.archive_timeout // 4))
+        if self.overruns:
+            margin = max(margin, max(self.overruns) + 0.5)
+        return max(1.0, self.settings.archive_timeout - margin)
 
     def _logs(self, cur: Cursor) -> list[tuple[str, int]]:
         cur.execute("SHOW BINARY LOGS")
@@ -482,13 +496,18 @@ class Archiver:
 
     def tick(self) -> None:
         """Rotate when due and there is something new, then upload what is closed."""
+        now = time.monotonic()
+        turn = min(now - (self.last_tick or now), float(self.settings.archive_timeout))
+        self.last_tick = now
         conn = connect(self.settings)
         try:
             cur = conn.cursor()
             logs = self._logs(cur)
             current_name, current_size = logs[-1]
-            due = time.monotonic() - self.last_rotate >= self.interval()
+            due = now - self.last_rotate >= self.interval()
+            rotated: float | None = None
             if due and self.size_at_rotate is not None and current_size > self.size_at_rotate:
+                rotated = time.monotonic()
                 cur.execute("FLUSH BINARY LOGS")
                 logs = self._logs(cur)
                 self.size_at_rotate = logs[-1][1]
@@ -498,6 +517,8 @@ class Archiver:
             self.waiting_bytes = sum(size for name, size in logs[:-1] if name in pending)
             for name in pending:
                 self.upload(name)
+            if rotated is not None:
+                self.overruns.append(turn + time.monotonic() - rotated)
             if closed and all(n in self.archived for n in closed):
                 cur.execute(f"PURGE BINARY LOGS TO '{logs[-1][0]}'")
                 self.waiting_bytes = 0
