@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from container_checks import docker, inspect, logs, wait_exited
+from helpers import docker, inspect, logs, wait_exited
 from testinfra.host import Host
 
 DOCKER_HOST_CONTAINER = "shipyard-molecule-dockerhost"
@@ -38,8 +38,8 @@ def host_address() -> str:
 
     Asked of this machine's engine: the flag wins over the DOCKER_HOST that
     inner_engine sets."""
-    proc = docker("--host=unix:///var/run/docker.sock", "inspect", DOCKER_HOST_CONTAINER)
-    return json.loads(proc.stdout)[0]["NetworkSettings"]["IPAddress"]
+    found = docker("inspect", DOCKER_HOST_CONTAINER, host="unix:///var/run/docker.sock")
+    return json.loads(found)[0]["NetworkSettings"]["IPAddress"]
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_the_plays_installed_and_started_the_engine(host: Host) -> None:
     assert host.package("docker.io").is_installed
     assert host.package("python3-docker").is_installed
     assert host.process.filter(comm="dockerd")
-    # The base image was bootstrapped on this host: nothing was pulled.
+    # The base image is on this host, loaded from this machine: nothing was pulled.
     assert host.run("docker image inspect shipyard/base:trixie").rc == 0
 
 
