@@ -6,19 +6,19 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml VERSION | sha256sum | cut -c1-12)
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 PYTEST_ARGS ?=
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv up down test lint vagrant pytest molecule clean
+.PHONY: help venv up down test test-host lint vagrant pytest molecule clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml VERSION
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
@@ -28,8 +28,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP) ## Create .venv with the pinned tools.
 
-up: $(STAMP) ## Bring the dev environment up: ansible-playbook site.yml.
-	$(BIN)/ansible-playbook site.yml $(ARGS)
+# A stage whose inputs are those of the last run that succeeded is skipped;
+# FULL=1 runs every stage (after changing something by hand in a container).
+up: $(STAMP) ## Bring the dev environment up: ansible-playbook site.yml (FULL=1: no stage skipped).
+	$(BIN)/ansible-playbook site.yml $(if $(FULL),-e stage_cache_enabled=false) $(ARGS)
 
 down: $(STAMP) ## Remove the dev environment; PURGE=1 also removes its volumes.
 	$(BIN)/ansible-playbook playbooks/down.yml -e down_purge=$(if $(PURGE),true,false) $(ARGS)
@@ -69,7 +71,10 @@ molecule: $(STAMP) ## Run every molecule scenario (SCENARIOS="a b" for some).
 	  $(BIN)/molecule test -s $$s; \
 	done
 
-test: lint vagrant pytest molecule ## Lint, vagrant validate, pytest and every molecule scenario.
+test-host: $(STAMP) ## Install what make test needs on this machine (as make up installs the engine).
+	$(BIN)/ansible-playbook playbooks/test_host.yml
+
+test: test-host lint vagrant pytest molecule ## Install what it needs, lint, vagrant validate, pytest, every molecule scenario.
 
 clean: ## Remove .venv and caches (not the dev environment).
 	rm -rf $(VENV) .pytest_cache .ruff_cache
