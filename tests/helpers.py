@@ -61,8 +61,9 @@ def run_playbook(
     extra_vars: dict[str, object] | None = None,
     timeout: float = 900,
     tags: str | None = None,
+    check: bool = False,
 ) -> PlaybookRun:
-    """Run a playbook from the project root with the json callback."""
+    """Run a playbook from the project root with the json callback (check: --check)."""
     env = os.environ | {
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
@@ -74,6 +75,8 @@ def run_playbook(
         cmd += ["--extra-vars", json.dumps(extra_vars)]
     if tags:
         cmd += ["--tags", tags]
+    if check:
+        cmd.append("--check")
     started = time.monotonic()
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
