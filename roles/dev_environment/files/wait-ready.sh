@@ -4,7 +4,8 @@
 # until every one reports its services ready, all containers in parallel.
 # Exits 0 when they are; otherwise prints one line per container that is not,
 # in the supervisor's own words or with the container's state, and exits 1.
-# A container that has stopped fails at once rather than at the timeout.
+# A container that has stopped for good fails at once rather than at the
+# timeout; one that its restart policy is restarting gets until the timeout.
 set -u
 timeout=$1
 shift
@@ -27,14 +28,18 @@ while :; do
 	[ -z "$pending" ] && exit 0
 	for c in $pending; do
 		state=$(docker inspect --format '{{.State.Status}}' "$c" 2>/dev/null || echo missing)
-		if [ "$state" != running ]; then
+		case $state in
+		running | restarting) ;;
+		*)
 			echo "$c: the container is $state"
 			exit 1
-		fi
+			;;
+		esac
 	done
 	if [ "$(date +%s)" -ge "$deadline" ]; then
 		for c in $pending; do
-			echo "$c: $(tr '\n' ' ' <"$out/$c")"
+			restarts=$(docker inspect --format '{{.RestartCount}}' "$c" 2>/dev/null || echo '?')
+			echo "$c ($restarts restarts): $(tr '\n' ' ' <"$out/$c")"
 		done
 		exit 1
 	fi
