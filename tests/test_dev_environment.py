@@ -98,6 +98,10 @@ def test_a_port_gets_its_own_address_and_the_others_keep_the_default() -> None:
             {"dev_environment_containers": {"lampp": {}}},
             "dev_environment_containers.lampp: no image manifest runs a container of that name",
         ),
+        (
+            {"dev_environment_containers": {"s3": {"ports": {"s3": {"host": 8080}}}}},
+            "the same host port: 127.0.0.1:8080/tcp (lamp.http, s3.s3)",
+        ),
     ],
 )
 def test_bad_names_secrets_and_overrides_fail_before_any_change(
