@@ -50,3 +50,15 @@ def test_a_missing_package_is_installed() -> None:
     assert run.rc == 0, run.raw[-3000:]
     assert run.changed == 1, run.raw[-3000:]
     assert not installed(missing), "check mode must not install"
+
+
+def test_a_missing_command_installs_its_packages() -> None:
+    missing = next(p for p in CANDIDATES if not installed(p))
+    run_vars = {
+        "test_host_packages": ["tini"],
+        "test_host_commands": {"sh": ["tini"], f"no-such-{missing}": [missing]},
+    }
+    run = run_playbook(PLAYBOOK, run_vars, check=True)
+    assert run.rc == 0, run.raw[-3000:]
+    assert run.changed == 1, run.raw[-3000:]
+    assert missing in run.raw, run.raw[-3000:]
