@@ -24,32 +24,16 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 LABEL = "io.shipyard.environment=dev"
 
-DOCKERFILE = """\
-ARG BASE_IMAGE=debian:trixie-slim
-FROM ${BASE_IMAGE}
-RUN set -eux; apt-get update; apt-get install -y --no-install-recommends python3 tini; \\
-    rm -rf /var/lib/apt/lists/*
-COPY common/init/shipyard_init.py /usr/local/bin/shipyard-init
-COPY {dir}/services.toml /etc/shipyard/services.toml
-RUN chmod 0755 /usr/local/bin/shipyard-init && shipyard-init --check-config
-ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/shipyard-init"]
-"""
+# The fifth image's folder, with @DIR@, @IMAGE@ and @PORT@ to fill in
+# (the manifest as image.yml.in: with them it is not yet YAML).
+FIXTURE = ROOT / "tests" / "fixtures" / "add_image"
 
-SERVICES = """\
-[[service]]
-name = "web"
-command = ["/usr/bin/python3", "-m", "http.server", "--directory", "/etc/shipyard", "8000"]
-ready = { http = "http://127.0.0.1:8000/services.toml" }
-"""
 
-MANIFEST = """\
-name: {image}
-tags: [latest]
-inputs: [{dir}, common/init]
-dev_environment:
-  ports:
-    web: {{container: 8000, host: {port}, scheme: http}}
-"""
+def fill(name: str, **values: object) -> str:
+    text = (FIXTURE / name).read_text()
+    for key, value in values.items():
+        text = text.replace(f"@{key.upper()}@", str(value))
+    return text
 
 
 @dataclass
@@ -86,11 +70,10 @@ def probe(docker_engine: str) -> Iterator[Probe]:
     folder.mkdir()
     ran_before = bool(environment())
     try:
-        (folder / "Dockerfile").write_text(DOCKERFILE.format(dir=name))
-        (folder / "services.toml").write_text(SERVICES)
-        (folder / "image.yml").write_text(
-            MANIFEST.format(image=found.image, dir=name, port=found.port)
-        )
+        values = {"dir": name, "image": found.image, "port": found.port}
+        for file in ("Dockerfile", "services.toml", "image.yml"):
+            template = "image.yml.in" if file == "image.yml" else file
+            (folder / file).write_text(fill(template, **values))
         yield found
     finally:
         shutil.rmtree(folder)
