@@ -65,8 +65,10 @@ def key_path(settings: Settings) -> Path:
 def prepare(settings: Settings) -> None:
     """The key file openssl reads, private to mysql (every start, as root)."""
     owner = mysql()
-    # mariadb-init makes the socket directory too; a restore before it needs it first.
-    make_dir(Path(SOCKET).parent, owner, 0o755)
+    # mariadb-init makes the socket directory too; a restore before it needs it
+    # first. One the image or lamp-prepare made keeps its mode (any uid may use it).
+    if not Path(SOCKET).parent.exists():
+        make_dir(Path(SOCKET).parent, owner, 0o755)
     make_dir(settings.state_dir, owner)
     if settings.enabled:
         copy_secrets(settings, owner)

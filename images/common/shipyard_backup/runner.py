@@ -110,7 +110,7 @@ def write_private(path: Path, text: str, owner: Account | None, mode: int = 0o60
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, text.encode())
-        if owner is not None:
+        if owner is not None and os.geteuid() == 0:
             os.fchown(fd, owner.uid, owner.gid)
         os.fchmod(fd, mode)
     finally:
@@ -119,7 +119,17 @@ def write_private(path: Path, text: str, owner: Account | None, mode: int = 0o60
 
 
 def make_dir(path: Path, owner: Account | None, mode: int = 0o700) -> None:
+    """Make a directory for owner; as any other uid than root, for that uid.
+
+    Under an arbitrary uid (docker run --user 12345:0) every service runs as
+    that uid, so what it makes is already its own; one it did not make is
+    left as the image made it.
+    """
     path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        if path.stat().st_uid == os.geteuid():
+            path.chmod(mode)
+        return
     if owner is not None:
         os.chown(path, owner.uid, owner.gid)
     path.chmod(mode)
