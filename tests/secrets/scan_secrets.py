@@ -52,9 +52,12 @@ SHIPPED_WITHIN = (
 def running() -> dict[str, str]:
     """{postgresql|lamp|s3: container} of the running dev environment, by its label and image."""
     found = {}
-    label = "label=io.shipyard.environment"
-    for line in docker("ps", "--filter", label, "--format", "{{.Names}} {{.Image}}").splitlines():
-        name, image = line.split()
+    names = docker(
+        "ps", "--filter", "label=io.shipyard.environment", "--format", "{{.Names}}"
+    ).split()
+    for name in names:
+        # The image it was started from (docker ps shows an id once the tag moved on).
+        image = docker("inspect", "--format", "{{.Config.Image}}", name).strip()
         for kind, repo in IMAGES.items():
             if image.split(":")[0] == repo:
                 found[kind] = name
