@@ -22,7 +22,7 @@ export ANSIBLE_CALLBACK_PLUGINS ?= $(CURDIR)/plugins/callback
 export ANSIBLE_CALLBACKS_ENABLED ?= results_log
 export SHIPYARD_RESULTS_LOG ?= $(LOGS)/results.jsonl
 
-.PHONY: help venv up down test lint vagrant pytest molecule scan clean
+.PHONY: help venv up down test lint vagrant pytest molecule scan clean report
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ venv: $(STAMP) ## Create .venv with the pinned tools.
 
 up: $(STAMP) ## Bring the dev environment up: ansible-playbook site.yml.
 	$(BIN)/ansible-playbook site.yml $(ARGS)
+
+report: $(STAMP) ## Merge a day of shipped logs into the warehouse, refresh the dashboard (DATE=YYYY-MM-DD).
+	$(BIN)/ansible-playbook playbooks/report.yml $(if $(DATE),-e sample_app_report_date=$(DATE)) $(ARGS)
 
 down: $(STAMP) ## Remove the dev environment; PURGE=1 also removes its volumes.
 	$(BIN)/ansible-playbook playbooks/down.yml -e down_purge=$(if $(PURGE),true,false) $(ARGS)

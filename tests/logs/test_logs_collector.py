@@ -226,10 +226,10 @@ def test_zero_configuration_defaults(tmp_path):
     assert rel == "logs/20261123/lamp-16.log"
     assert config.layout.parse(rel) == ("lamp", 1795449909 - 1795449909 % 3600)
     env_config = load_config(
-        None, env={"SHIPYARD_COLLECTOR_S3_BUCKET": "b", "SHIPYARD_COLLECTOR_PORT": "1"}
+        None, env={"SHIPYARD_COLLECTOR_S3_BUCKET": "bkt", "SHIPYARD_COLLECTOR_PORT": "1"}
     )
     assert env_config.port == 1
-    assert env_config.s3 is not None and env_config.s3.bucket == "b"
+    assert env_config.s3 is not None and env_config.s3.bucket == "bkt"
     assert "secret" not in repr(env_config.s3)
 
 

@@ -45,7 +45,20 @@ from typing import Any
 import msgpack
 
 from . import forward
-from .config import ConfigError, config_from_cli, load_file, merge
+from .config import (
+    ABSOLUTE_PATH,
+    LOG_LEVEL,
+    OPTIONAL_PATH,
+    PORT,
+    Between,
+    ConfigError,
+    Matches,
+    OneOf,
+    Setting,
+    config_from_cli,
+    load_file,
+    merge,
+)
 from .durable import write_atomically
 from .parsers import PARSERS, Parser, now
 
@@ -53,33 +66,42 @@ log = logging.getLogger("shipyard_logs.agent")
 
 INFLIGHT = "inflight.msgpack"
 
+MiB = 1024 * 1024
+# Seconds: a floor keeps a zero from turning a wait into a hot loop, a
+# ceiling keeps a typo from stalling shipping for days.
 DEFAULTS: dict[str, Any] = {
-    "collector_host": "127.0.0.1",
-    "collector_port": 24224,
-    "pos_dir": "/var/lib/shipyard/log-agent",
-    "host": "",
-    "host_key": "source_host",
-    "batch_lines": 1000,
-    "batch_bytes": 1024 * 1024,
-    "flush_interval": 1.0,
-    "poll_interval": 0.25,
-    "refresh_interval": 5.0,
-    "rotate_wait": 5.0,
+    "collector_host": Setting(
+        "127.0.0.1", Matches(r"[^\s/]+", "a host name or an IP address", 255)
+    ),
+    "collector_port": Setting(24224, PORT),
+    "pos_dir": Setting("/var/lib/shipyard/log-agent", ABSOLUTE_PATH),
+    "host": Setting("", Matches(r"\S*", "empty or a host name", 253)),
+    "host_key": Setting("source_host", Matches(r"[A-Za-z_@][A-Za-z0-9_.@-]*", "a record key", 64)),
+    "batch_lines": Setting(1000, Between(1, 100_000)),
+    "batch_bytes": Setting(1 * MiB, Between(64, 64 * MiB)),
+    "flush_interval": Setting(1.0, Between(0.01, 3600)),
+    "poll_interval": Setting(0.25, Between(0.01, 60)),
+    "refresh_interval": Setting(5.0, Between(0.1, 3600)),
+    "rotate_wait": Setting(5.0, Between(0, 3600)),
     "read_from_head": False,
-    "connect_timeout": 5.0,
-    "ack_timeout": 30.0,
-    "retry_max_interval": 30.0,
-    "max_inflight": 4,
-    "compress": "gzip",
-    "max_line_bytes": 1024 * 1024,
-    "log_level": "INFO",
+    "connect_timeout": Setting(5.0, Between(0.1, 300)),
+    "ack_timeout": Setting(30.0, Between(1, 3600)),
+    "retry_max_interval": Setting(30.0, Between(0.1, 3600)),
+    "max_inflight": Setting(4, Between(1, 64)),
+    "compress": Setting("gzip", OneOf(("gzip", "text"))),
+    "max_line_bytes": Setting(1 * MiB, Between(16, 64 * MiB)),
+    "log_level": Setting("INFO", LOG_LEVEL),
 }
 SOURCE_DEFAULTS: dict[str, Any] = {
     "path": "",
-    "tag": "",
-    "format": "none",
+    # The tag names the position file <pos_dir>/<tag>.pos: no `/`, no `..`.
+    "tag": Setting(
+        "",
+        Matches(r"([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?", "dot-separated words of A-Za-z0-9_-", 128),
+    ),
+    "format": Setting("none", OneOf(tuple(sorted(PARSERS)))),
     "read_from_head": None,
-    "pos_file": "",
+    "pos_file": Setting("", OPTIONAL_PATH),
 }
 
 
@@ -129,8 +151,6 @@ def _source(index: int, given: object, top: dict[str, Any], pos_dir: Path) -> So
         raise ConfigError(f"{where}.path is required")
     if not raw["tag"]:
         raise ConfigError(f"{where}.tag is required")
-    if raw["format"] not in PARSERS:
-        raise ConfigError(f"{where}.format must be one of {', '.join(sorted(PARSERS))}")
     head = top["read_from_head"] if raw["read_from_head"] is None else bool(raw["read_from_head"])
     pos_file = Path(raw["pos_file"]) if raw["pos_file"] else pos_dir / f"{raw['tag']}.pos"
     return Source(paths, raw["tag"], raw["format"], head, pos_file)
@@ -141,13 +161,8 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentCon
     data = load_file(path or env.get("SHIPYARD_AGENT_CONFIG"))
     sources = data.pop("sources", [])
     top = merge(DEFAULTS, data, "SHIPYARD_AGENT_", "agent", env)
-    if top["compress"] not in ("gzip", "text"):
-        raise ConfigError("agent.compress must be gzip or text")
     if not isinstance(sources, list) or not sources:
         raise ConfigError("agent: at least one [[sources]] entry is required")
-    for key in ("batch_lines", "batch_bytes", "max_line_bytes", "max_inflight"):
-        if top[key] <= 0:
-            raise ConfigError(f"agent.{key} must be positive")
     pos_dir = Path(top["pos_dir"])
     parsed = tuple(_source(i, s, top, pos_dir) for i, s in enumerate(sources))
     if len({s.pos_file for s in parsed}) != len(parsed):

@@ -33,28 +33,55 @@ from pathlib import Path
 from typing import Any
 
 from . import forward
-from .config import ConfigError, config_from_cli, load_file, merge
-from .routing import MatchConfig, Router, TagMatcher, parse_matches, s3_settings
-from .slices import DEFAULT_TIME_SLICE_FORMAT, LayoutError, SliceLayout
+from .config import (
+    ABSOLUTE_PATH,
+    LOG_LEVEL,
+    PORT,
+    Between,
+    ConfigError,
+    Matches,
+    Setting,
+    config_from_cli,
+    load_file,
+    merge,
+)
+from .routing import TIME_SLICE_WAIT, MatchConfig, Router, TagMatcher, parse_matches, s3_settings
+from .slices import DEFAULT_TIME_SLICE_FORMAT, LayoutError, SliceLayout, StoreError, StoreResult
+from .stats import CollectorStats, StoreView
 from .uploader import RULE_ID, S3Settings, Uploader
 
 log = logging.getLogger("shipyard_logs.collector")
 
 READ_SIZE = 256 * 1024
 MAX_HEARTBEAT_BYTES = 1024
+# How long a read's frames wait for a store that cannot write (a full disk)
+# before their connection is closed unacked; the client then resends them.
+HOLD_SECONDS = 20.0
+MiB = 1024 * 1024
 
 DEFAULTS: dict[str, Any] = {
-    "bind": "0.0.0.0",  # noqa: S104 - a collector in a container serves its network
-    "port": 24224,
-    "root": "/var/log/shipyard",
-    "time_slice_format": DEFAULT_TIME_SLICE_FORMAT,
-    "time_slice_wait": 600.0,
-    "chunk_id_retention": 86400.0,
-    "max_chunk_ids": 1_000_000,
-    "max_frame_bytes": forward.DEFAULT_MAX_FRAME_BYTES,
-    "max_decompressed_bytes": forward.DEFAULT_MAX_DECOMPRESSED_BYTES,
+    "bind": Setting(
+        "0.0.0.0",  # noqa: S104 - a collector in a container serves its network
+        Matches(r"[^\s/]+", "a host name or an IP address", 255),
+    ),
+    "port": Setting(24224, PORT),
+    "root": Setting("/var/log/shipyard", ABSOLUTE_PATH),
+    "time_slice_format": DEFAULT_TIME_SLICE_FORMAT,  # SliceLayout checks it
+    "time_slice_wait": Setting(600.0, TIME_SLICE_WAIT),
+    # A replay is recognised only while its chunk id is remembered.
+    "chunk_id_retention": Setting(86400.0, Between(60, 30 * 86400)),
+    # About 100 bytes of memory each, and 30 in the journal.
+    "max_chunk_ids": Setting(1_000_000, Between(1000, 10_000_000)),
+    "max_frame_bytes": Setting(forward.DEFAULT_MAX_FRAME_BYTES, Between(64 * 1024, 256 * MiB)),
+    "max_decompressed_bytes": Setting(
+        forward.DEFAULT_MAX_DECOMPRESSED_BYTES, Between(64 * 1024, 1024 * MiB)
+    ),
     "heartbeat": True,
-    "log_level": "INFO",
+    # Added to every record of a frame with a chunk id: "<chunk>-<index>".
+    "record_id_key": Setting(
+        "_record_id", Matches(r"([A-Za-z_@][A-Za-z0-9_.@-]*)?", "empty or a record key", 64)
+    ),
+    "log_level": Setting("INFO", LOG_LEVEL),
 }
 
 
@@ -69,6 +96,7 @@ class CollectorConfig:
     max_chunk_ids: int
     limits: forward.Limits
     heartbeat: bool
+    record_id_key: str
     log_level: str
     s3: S3Settings | None  # the top-level [s3]; always None with [[match]] tables
     # [[match]] tables in order; without any, one catch-all "**" match at root
@@ -122,6 +150,7 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> Collecto
             max_decompressed_bytes=int(top["max_decompressed_bytes"]),
         ),
         heartbeat=bool(top["heartbeat"]),
+        record_id_key=str(top["record_id_key"]),
         log_level=str(top["log_level"]).upper(),
         s3=s3,
         matches=matches,
@@ -150,6 +179,7 @@ class Collector:
             config.chunk_id_retention,
             config.max_chunk_ids,
             unmatched_layout=config.layout if config.routed else None,
+            record_id_key=config.record_id_key,
         )
         # One writer thread owns the files of every store: commits are serialised, so file
         # lengths in the journal are exact, and fsync never blocks the loop.
@@ -158,6 +188,9 @@ class Collector:
         self._udp: asyncio.DatagramTransport | None = None
         self._uploader_tasks: list[asyncio.Task[None]] = []
         self._connections: set[asyncio.Task[Any]] = set()
+        self._uploaders: dict[str, Uploader] = {}
+        self._stats_task: asyncio.Task[None] | None = None
+        self.stats: CollectorStats | None = None
         self.lines = 0
 
     async def writer(self, func: Any, *args: Any) -> Any:  # noqa: ANN401
@@ -175,6 +208,12 @@ class Collector:
                 HeartbeatProtocol, local_addr=(cfg.bind, cfg.port)
             )
         self._start_uploaders()
+        views = [
+            StoreView(r.name, "s3" if r.s3 else "file", r.store, self._uploaders.get(r.name))
+            for r in self.router.all_routes
+        ]
+        self.stats = CollectorStats(cfg.root, views, lambda: len(self._connections))
+        self._stats_task = asyncio.create_task(self.stats.run())
         log.info("listening on %s:%d, writing under %s", cfg.bind, cfg.port, cfg.root)
 
     def _start_uploaders(self) -> None:
@@ -186,6 +225,7 @@ class Collector:
                 continue
             lock = locks.setdefault((route.s3.endpoint_url, route.s3.bucket), asyncio.Lock())
             uploader = Uploader(route.store, self.writer, route.s3, route.time_slice_wait, lock)
+            self._uploaders[route.name] = uploader
             self._uploader_tasks.append(asyncio.create_task(uploader.run()))
             log.info(
                 "%s: uploading closed slices under %s to %r", route.name, route.store.root, route.s3
@@ -199,10 +239,10 @@ class Collector:
             self._server.close()
         if self._udp is not None:
             self._udp.close()
-        for uploader in self._uploader_tasks:
-            uploader.cancel()
+        for task in [*self._uploader_tasks, *filter(None, [self._stats_task])]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await uploader
+                await task
         for task in list(self._connections):
             task.cancel()
         if self._connections:
@@ -221,14 +261,17 @@ class Collector:
             while data := await reader.read(READ_SIZE):
                 await self._receive(unpacker, data, peer, writer)
         except forward.ForwardError as exc:
+            if self.stats is not None:
+                self.stats.refused_frames += 1
             log.warning("closing connection from %s: malformed frame: %s", peer, exc)
+        except StoreError:
+            # Logged by the store when it started failing; the client resends.
+            log.info("closing connection from %s without ack: its frames could not be stored", peer)
         except (ConnectionError, TimeoutError):
             pass
         except asyncio.CancelledError:
             pass
         except Exception:
-            # A failed write (disk full, permissions) loses no data: nothing was
-            # acked, so the client resends. Other connections go on.
             log.exception("closing connection from %s", peer)
         finally:
             writer.close()
@@ -252,7 +295,7 @@ class Collector:
         except forward.ForwardError as exc:
             error = exc  # the frames before it are whole and still stored
         if frames:
-            result = await self.writer(self.router.store, frames, peer)
+            result = await self._commit(frames, peer)
             self.lines += result.lines
             if result.duplicates:
                 log.info("dropped %d replayed records from %s", result.duplicates, peer)
@@ -262,6 +305,39 @@ class Collector:
                 await writer.drain()
         if error is not None:
             raise error
+
+    async def _commit(self, frames: list[forward.Frame], peer: str) -> StoreResult:
+        """Store the frames, waiting while a store cannot write (e.g. a full disk).
+
+        A failed commit is rolled back (slices.py), so a retry loses and repeats
+        nothing. The frames wait here, and their acks with them, up to
+        HOLD_SECONDS, trying again with a growing pause: space that comes back
+        is used at once, without the client's own back-off. Past that the
+        connection is closed unacked, and the client resends the frames later.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOLD_SECONDS
+        total = StoreResult()
+        pause = 0.1
+        while True:
+            try:
+                result = await self.writer(self.router.store, frames, peer)
+                break
+            except StoreError as exc:
+                total.add(exc.stored)
+                frames = exc.remaining
+                if loop.time() + pause > deadline:
+                    self._count(total)
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+        total.add(result)
+        self._count(total)
+        return total
+
+    def _count(self, result: StoreResult) -> None:
+        if self.stats is not None:
+            self.stats.count(result)
 
 
 async def serve(config: CollectorConfig) -> int:
