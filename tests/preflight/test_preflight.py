@@ -6,7 +6,8 @@ of each kind the entry allows:
 - a mistyped name (its last letter doubled);
 - a value of the wrong type (a word for a number or a boolean, a mapping for
   a list, a word for a mapping, a list for a string or a path);
-- a value outside its choices.
+- a value outside its choices;
+- a number out of its range (a port above 65535, any other number below 0).
 playbooks/preflight.yml runs once per kind with every bad value of that kind
 (it reports all problems at once) and must name each one. A run with the
 generated good values passes that check, so every failure is a bad value's
@@ -74,6 +75,15 @@ def wrong_type(spec: dict[str, Any]) -> object | None:
     }.get(spec.get("type", "str"))
 
 
+def out_of_range(name: str, spec: dict[str, Any]) -> tuple[object, str] | None:
+    """A number preflight's ranges refuse, and the rule it must say; None for no number."""
+    if spec.get("type") not in ("int", "float"):
+        return None
+    if name == "port" or name.endswith("_port"):
+        return 65536, "must be a TCP port, 1 to 65535, not 65536"
+    return -1, "must be 0 or more, not -1"
+
+
 def pytype(value: object) -> str:
     return type(value).__name__
 
@@ -119,6 +129,9 @@ def bad_values() -> Iterator[Bad]:
         if spec.get("choices"):
             value = [NO_CHOICE] if spec.get("type") == "list" else NO_CHOICE
             yield Bad("choices", name, {name: value}, choices_words(name, spec))
+        bad_number = out_of_range(name, spec)
+        if bad_number:
+            yield Bad("range", name, {name: bad_number[0]}, f'argument "{name}" {bad_number[1]}')
         if spec.get("type") == "list" and spec.get("elements") == "dict":
             subs = spec.get("options") or {}
             base = good(spec)[0]  # type: ignore[index]
@@ -142,6 +155,14 @@ def bad_values() -> Iterator[Bad]:
                     value = [NO_CHOICE] if sub_spec.get("type") == "list" else NO_CHOICE
                     expect = f"{choices_words(sub, sub_spec)} found in {name}"
                     yield Bad("choices", entry, {name: [base | {sub: value}]}, expect)
+                bad_number = out_of_range(sub, sub_spec)
+                if bad_number:
+                    yield Bad(
+                        "range",
+                        entry,
+                        {name: [base | {sub: bad_number[0]}]},
+                        f"{name}[0].{sub} {bad_number[1]}",
+                    )
 
 
 BAD = list(bad_values())
@@ -191,7 +212,7 @@ def test_every_role_has_argument_specs() -> None:
     roles = sorted(p.name for p in ROLES.iterdir() if (p / "tasks").is_dir())
     missing = [r for r in roles if not (ROLES / r / "meta" / "argument_specs.yml").is_file()]
     assert roles and not missing, f"roles without meta/argument_specs.yml: {missing}"
-    assert len(OPTIONS) > 50 and {b.kind for b in BAD} == {"typo", "type", "choices"}
+    assert len(OPTIONS) > 50 and {b.kind for b in BAD} == {"typo", "type", "choices", "range"}
 
 
 def test_generated_good_values_pass_the_spec_check() -> None:
@@ -202,7 +223,7 @@ def test_generated_good_values_pass_the_spec_check() -> None:
     assert not spec_report(run.messages), spec_report(run.messages)
 
 
-@pytest.mark.parametrize("kind", ["typo", "type", "choices"])
+@pytest.mark.parametrize("kind", ["typo", "type", "choices", "range"])
 def test_each_bad_value_fails_naming_it(kind: str) -> None:
     runs = merged(kind)
     assert runs
