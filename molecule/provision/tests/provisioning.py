@@ -102,9 +102,13 @@ def maria_login(user: str, db: str, password: str | None = None) -> subprocess.C
 
 
 def run_role(
-    container: str, role: str, extra: dict[str, object], verbose: bool = True
+    container: str,
+    role: str,
+    extra: dict[str, object],
+    verbose: bool = True,
+    tasks_from: str = "main",
 ) -> subprocess.CompletedProcess:
-    """Run one role against a molecule container with extra vars, as converge would."""
+    """Run one role (or one of its task files) against a molecule container with extra vars."""
     remote_user = "postgres" if container == PG else "root"
     env = dict(
         os.environ,
@@ -130,6 +134,8 @@ def run_role(
         "-e",
         f"provision_test_role={role}",
         "-e",
+        f"provision_test_tasks_from={tasks_from}",
+        "-e",
         json.dumps(extra),
         str(SCENARIO / "bad_input.yml"),
     ]
@@ -141,7 +147,9 @@ def run_role(
         if "UNREACHABLE!" not in proc.stdout:
             break
         time.sleep(2)
-    RUNS.append((f"{role} on {container} with {sorted(extra)}", proc.stdout + proc.stderr))
+    RUNS.append(
+        (f"{role} ({tasks_from}) on {container} with {sorted(extra)}", proc.stdout + proc.stderr)
+    )
     return proc
 
 

@@ -5,9 +5,11 @@ all, the MariaDB general log). Each test runs the roles for real and checks
 what they printed and what the server logged while they ran:
 - reserved names (pg_*, public, none; root, mariadb.sys, PUBLIC) are refused
   before any database task, naming the variable and the rule;
-- a CREATE ROLE that fails in the server (a lock timeout) is reported with
-  the role and the reason, and neither the password nor its SCRAM verifier
-  reaches the output or the server log; a login that may not turn the
+- a CREATE ROLE or a password-changing ALTER ROLE that fails in the server
+  (a lock timeout), and a reserved name the server itself refuses (the
+  role's roles phase run past its own check), are reported with the role and
+  the reason, and neither the password nor its SCRAM verifier reaches the
+  output or the server log; a login that may not turn the
   statement logs off is refused before it sends any verifier, and one granted
   those settings provisions without logging one;
 - statement logging on: no password, verifier or mysql_native_password hash
@@ -24,6 +26,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import secret_scan
@@ -182,9 +185,14 @@ def test_verifiers_are_the_ones_the_server_computes() -> None:
         assert scram.scram_sha_256(password, stored) == stored, repr(password)
 
 
-@pytest.fixture
+@contextmanager
 def pg_authid_locked() -> Iterator[None]:
-    """Another session holds pg_authid, and the role's login waits for it 2 s at most."""
+    """Another session holds pg_authid, and the role's login waits for it 2 s at most.
+
+    EXCLUSIVE mode lets the role read pg_authid (its read phase) but blocks
+    the CREATE ROLE or ALTER ROLE that would set a password, so the server
+    cancels that statement inside the role's function.
+    """
     assert psql("ALTER ROLE shipyard SET lock_timeout = '2s'").returncode == 0
     hold = "BEGIN; LOCK TABLE pg_authid IN EXCLUSIVE MODE; SELECT pg_sleep(120)"
     login = ["-h", "/run/postgresql", "-U", "shipyard", "-d", "postgres"]
@@ -213,24 +221,87 @@ def pg_authid_locked() -> Iterator[None]:
         psql("ALTER ROLE shipyard RESET lock_timeout")
 
 
-@pytest.mark.usefixtures("pg_authid_locked")
-def test_postgresql_create_role_failing_in_the_server_leaves_no_secret_in_any_log() -> None:
-    """The superuser's CREATE ROLE fails inside the role's function (a lock timeout)."""
-    secret = new_secret("locked-postgresql")
+@pytest.mark.parametrize("statement", ["CREATE ROLE", "ALTER ROLE"])
+def test_postgresql_password_setting_failing_in_the_server_leaves_no_secret_in_any_log(
+    statement: str,
+) -> None:
+    """The superuser's CREATE ROLE, or the ALTER ROLE of a changed password, fails in the server.
+
+    A lock timeout cancels the statement inside the role's function: the
+    report names the role and the server's reason, and neither the password
+    nor its verifier reaches the output or the server log (which, with
+    log_statement = all, logged the error and its context).
+    """
+    user = "locked" if statement == "CREATE ROLE" else "relocked"
+    secret = new_secret(f"locked-postgresql-{user}")
+    mode = "on_create"
+    if statement == "ALTER ROLE":
+        first = new_secret("relocked-postgresql-first")
+        created = run_role(
+            PG,
+            "postgresql_provision",
+            {**PG_LOGIN, "postgresql_provision_users": [{"name": user, "password": first}]},
+        )
+        assert created.returncode == 0, created.stdout[-3000:]
+        mode = "always"
+    extra = {
+        **PG_LOGIN,
+        "postgresql_provision_update_password": mode,
+        "postgresql_provision_users": [{"name": user, "password": secret}],
+    }
     server = postgresql_log()
-    proc = run_role(
-        PG,
-        "postgresql_provision",
-        {**PG_LOGIN, "postgresql_provision_users": [{"name": "locked", "password": secret}]},
-    )
+    with pg_authid_locked():
+        proc = run_role(PG, "postgresql_provision", extra)
     assert proc.returncode != 0
-    assert "role locked: canceling statement due to lock timeout" in proc.stdout, proc.stdout[
+    assert f"role {user}: canceling statement due to lock timeout" in proc.stdout, proc.stdout[
         -3000:
     ]
     logged = server.new()
     assert "lock timeout" in logged  # the server did log the error, with its context
     no_secret(secret, proc.stdout + proc.stderr, logged)
     assert VERIFIER not in proc.stdout + logged
+    if statement == "ALTER ROLE":
+        assert pg_login(user, "postgres", first).returncode == 0  # nothing was half set
+
+
+def test_postgresql_reserved_name_the_server_refuses_leaves_no_secret_in_any_log() -> None:
+    """Past the role's own check, the server itself refuses pg_app: still no secret anywhere.
+
+    The role refuses reserved names first (tasks/validate.yml); here its
+    roles phase (tasks/apply.yml) runs alone with a pg_ name, the way such a
+    name reached the server before that check existed, so the server's error
+    path is exercised for real.
+    """
+    secret = new_secret("server-reserved-postgresql")
+    verifier = scram.scram_sha_256(secret)
+    user = {"name": "pg_app", "state": "present", "db": None, "privs": ["ALL"]}
+    server = postgresql_log()
+    proc = run_role(
+        PG,
+        "postgresql_provision",
+        {
+            **PG_LOGIN,
+            "postgresql_provision_phase": "roles",
+            "postgresql_provision_phase_users": [user | {"verifier": verifier}],
+            "postgresql_provision_user_spec": [
+                user | {"password": secret, "verifier": verifier, "problem": ""}
+            ],
+            "postgresql_provision_db_spec": [],
+        },
+        tasks_from="apply",
+    )
+    assert proc.returncode != 0
+    assert 'role pg_app: role name "pg_app" is reserved' in proc.stdout, proc.stdout[-3000:]
+    logged = server.new()
+    assert "is reserved" in logged  # the server logged its error
+    scan = secret_scan.Scan()
+    scan.secret("the password", secret)
+    scan.scram_verifier("its verifier", verifier)
+    scan.add("output", secret_scan.text("the run's output", proc.stdout + proc.stderr))
+    scan.add("server log", secret_scan.text("the server log", logged))
+    hits = scan.run()
+    assert not hits, secret_scan.report(hits, scan.read)
+    assert psql("SELECT count(*) FROM pg_roles WHERE rolname = 'pg_app'").stdout.strip() == "0"
 
 
 def test_postgresql_passwords_set_and_changed_reach_no_log() -> None:
@@ -366,7 +437,7 @@ def test_scan_finds_no_secret_anywhere_the_scenario_wrote() -> None:
     for label, secret in GENERATED.items():
         scan.secret(f"test secret {label}", secret)
         scan.native_hash(f"test secret {label}", secret)
-    for user in ("app", "reader", "logged"):
+    for user in ("app", "reader", "logged", "relocked"):
         verifier = psql(
             f"SELECT rolpassword FROM pg_authid WHERE rolname = '{user}'"  # noqa: S608 (fixed names)
         ).stdout.strip()
