@@ -144,7 +144,15 @@ class Collector(Program):
     def configure(self, **settings: Any) -> Collector:
         """(Re)write the config file; the next start reads it."""
         config = {"bind": "127.0.0.1", "port": self.port, "root": str(self.root), **settings}
-        self.config.write_text(toml(config))
+        # toml() writes one level of tables; listeners and users nest deeper.
+        tables = [v for v in config.values() if isinstance(v, dict)]
+        tables += [t for v in config.values() if isinstance(v, list) for t in v]
+        nested = any(
+            isinstance(t, dict) and any(isinstance(x, dict | list) for x in t.values())
+            for t in tables
+        )
+        self.config = self.workdir / ("collector.json" if nested else "collector.toml")
+        self.config.write_text(json.dumps(config) if nested else toml(config))
         return self
 
     def start(self) -> Collector:

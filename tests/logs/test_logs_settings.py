@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from logs_harness import COMMON, PYTHON
-from shipyard_logs import agent, collector, rotate
+from shipyard_logs import collector, rotate
+from shipyard_logs.agent import config as agent
 from shipyard_logs.config import Between, ConfigError, Setting
 from shipyard_logs.uploader import S3_DEFAULTS
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .agent import read_positions
+from .agent.positions import read_positions
 from .config import (
     LOG_LEVEL,
     OPTIONAL_PATH,
@@ -168,7 +168,8 @@ def agent_offsets(pos_dir: Path | None) -> dict[int, int] | None:
         return None
     offsets: dict[int, int] = {}
     for pos_file in sorted(pos_dir.glob("*.pos")):
-        for _path, inode, offset in read_positions(pos_file):
+        for position in read_positions(pos_file):
+            inode, offset = position.inode, position.offset
             offsets[inode] = min(offset, offsets.get(inode, offset))
     return offsets
 

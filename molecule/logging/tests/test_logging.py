@@ -54,6 +54,9 @@ S3_OUTAGE = 30.0
 # object per key, and so does this count.
 DELETED_OBJECTS: dict[str, bytes] = {}
 ACCESS_LOG = "/var/log/apache2/access.log"
+# The shared key and TLS guard 24224; clients without them (Docker's log
+# driver, Python's fluent-logger) use the plain listener, fenced by tags and peers.
+PLAIN_PORT = 24225
 
 
 Record = tuple[str, str, dict]  # time, tag, record
@@ -463,7 +466,7 @@ def test_docker_fluentd_log_driver_delivers_with_ack() -> None:
         "--log-driver",
         "fluentd",
         "--log-opt",
-        f"fluentd-address=tcp://{address(COLLECTOR)}:24224",
+        f"fluentd-address=tcp://{address(COLLECTOR)}:{PLAIN_PORT}",
         "--log-opt",
         "fluentd-request-ack=true",
         "--log-opt",
@@ -481,7 +484,7 @@ def test_docker_fluentd_log_driver_delivers_with_ack() -> None:
 
 def test_fluent_logger_package_delivers() -> None:
     marker = f"from-python-{RUN}"
-    logger = sender.FluentSender("interop", host=address(COLLECTOR), port=24224)
+    logger = sender.FluentSender("interop", host=address(COLLECTOR), port=PLAIN_PORT)
     try:
         assert logger.emit("python", {"marker": marker}), logger.last_error
     finally:
@@ -544,7 +547,7 @@ def test_the_collector_reports_its_stores_and_the_lines_it_stored(stream: Reques
 
 def test_malformed_frame_is_rejected_without_losing_others() -> None:
     before = docker("inspect", "-f", "{{.State.StartedAt}}", COLLECTOR).stdout
-    with socket.create_connection((address(COLLECTOR), 24224), timeout=10) as bad:
+    with socket.create_connection((address(COLLECTOR), PLAIN_PORT), timeout=10) as bad:
         bad.sendall(b"\x93\xa3tag\xc1\xc1garbage" * 100)
         bad.settimeout(10)
         try:
@@ -553,7 +556,7 @@ def test_malformed_frame_is_rejected_without_losing_others() -> None:
         except ConnectionResetError:
             pass  # closed by the collector: what we expect
     marker = f"after-garbage-{RUN}"
-    logger = sender.FluentSender("interop", host=address(COLLECTOR), port=24224)
+    logger = sender.FluentSender("interop", host=address(COLLECTOR), port=PLAIN_PORT)
     try:
         assert logger.emit("after", {"marker": marker}), logger.last_error
     finally:
@@ -594,11 +597,13 @@ def collector_config() -> str:
         ('{"log_shipping_matches": [{"pattern": "**", "buckit": "x"}]}', "buckit"),
         (
             '{"log_shipping_matches": [{"pattern": "**", "type": "s3"}]}',
-            "log_shipping_matches[0].bucket is required for type s3",
+            "collector.match[0].s3.bucket is required for type s3",
         ),
         (
-            '{"log_shipping_sources": [{"container": "x", "path": "/a", "tag": "bad tag"}]}',
-            'log_shipping_sources[0].tag "bad tag" must be dot-separated words',
+            '{"log_shipping_sources": [{"container": "'
+            + LAMP
+            + '", "path": "/a", "tag": "bad tag"}]}',
+            "sources[0].tag must be dot-separated words",
         ),
         ('{"log_shipping_collector_port": "many"}', "log_shipping_collector_port"),
     ],
