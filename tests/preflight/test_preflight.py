@@ -37,22 +37,54 @@ NUMBER_WORD, BOOL_WORD, DICT_WORD, NO_CHOICE = (
 )
 
 
-def options() -> dict[str, dict[str, Any]]:
-    """{option: spec} over every role and entry point."""
+def options() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """{option: spec} over every role and entry point, and {option: its role}."""
     out: dict[str, dict[str, Any]] = {}
+    owner: dict[str, str] = {}
     for path in sorted(ROLES.glob("*/meta/argument_specs.yml")):
         for entry in yaml.safe_load(path.read_text())["argument_specs"].values():
             out.update(entry.get("options") or {})
-    return out
+            owner.update(dict.fromkeys(entry.get("options") or {}, path.parent.parent.name))
+    return out, owner
 
 
-OPTIONS = options()
+OPTIONS, OWNER = options()
+# The roles whose variables describe the environment the rest of the
+# configuration reads: preflight checks them first, and stops at a bad one.
+FACT_ROLES = yaml.safe_load((ROOT / "playbooks/preflight.yml").read_text())[0]["vars"][
+    "preflight_fact"
+]["from_roles"]
+
+
+TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str,
+    "path": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+    "list": list,
+    "dict": dict,
+}
 
 
 def good(spec: dict[str, Any]) -> object:
-    """A value the spec accepts (and the roles' own checks, for the lists of dicts)."""
+    """A value the spec accepts (and the roles' own checks, for the lists of dicts).
+
+    The spec's default where it is a value of the option's type (some say in
+    words what the default is): the environment's description checks its
+    values against each other and the image manifests (every secret a
+    manifest names must be generated, for one).
+    """
     kind = spec.get("type", "str")
     choices = spec.get("choices")
+    default = spec.get("default")
+    elements_are_dicts = kind == "list" and spec.get("elements") == "dict"
+    if (
+        not elements_are_dicts
+        and isinstance(default, TYPES.get(kind, object))
+        and (not choices or kind == "list" or default in choices)
+    ):
+        return default
     if kind == "list":
         if spec.get("elements") == "dict":
             return [{k: good(s) for k, s in (spec.get("options") or {}).items()}]
@@ -110,6 +142,10 @@ class Bad:
     entry: str
     extra: dict[str, object]
     expect: str
+
+    @property
+    def role(self) -> str:
+        return OWNER[self.entry.split(".")[0]]
 
 
 def bad_values() -> Iterator[Bad]:
@@ -177,13 +213,14 @@ def merged(kind: str) -> list[tuple[dict[str, Any], list[Bad]]]:
 
     One variable holds one value, but a list of dicts holds many bad
     elements side by side; a set takes a bad value when its variable is free
-    there, or when both are such lists.
+    there, or when both are such lists. The values the fact is made from go in
+    sets of their own, as preflight stops at them before checking the rest.
     """
     runs: list[tuple[dict[str, Any], list[Bad]]] = []
     for b in (replace(b) for b in BAD if b.kind == kind):
         for run in runs:
             extra, bads = run
-            if all(
+            if (bads[0].role in FACT_ROLES) == (b.role in FACT_ROLES) and all(
                 k not in extra or (is_elements(v) and is_elements(extra[k]))
                 for k, v in b.extra.items()
             ):
