@@ -11,7 +11,8 @@ through playbooks/databases.yml:
 - a CREATE ROLE that fails in the server (a lock timeout) and a CREATE USER
   the server refuses (strict password validation);
 waits until a marker logged after them has been shipped to S3, and greps for
-every secret (the environment's, in .shipyard/secrets, and its own) and for
+every secret (the environment's, in the secrets directory its fact
+dev_environment names, and its own) and for
 each user's SCRAM verifier and mysql_native_password hash:
 - Ansible's log and results, and the output of its own runs;
 - `docker logs`, `docker inspect` and `docker history` of every container
@@ -33,6 +34,8 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import secret_scan
@@ -40,38 +43,58 @@ from helpers import ROOT, PlaybookRun, docker, run_playbook
 
 pytestmark = pytest.mark.docker
 
-STATE = ROOT / ".shipyard"
-SECRETS = STATE / "secrets"
-LOGS = STATE / "logs"
-IMAGES = {"postgresql": "shipyard/postgresql", "lamp": "shipyard/lamp", "s3": "shipyard/s3"}
+LOGS = ROOT / ".shipyard" / "logs"  # where the Makefile sends every run's output
 SHIPPED_WITHIN = (
     300  # seconds: slices close and upload within about a minute in the dev environment
 )
 
 
-def running() -> dict[str, str]:
-    """{postgresql|lamp|s3: container} of the running dev environment, by its label and image."""
-    found = {}
-    names = docker(
-        "ps", "--filter", "label=io.shipyard.environment", "--format", "{{.Names}}"
-    ).split()
-    for name in names:
-        # The image it was started from (docker ps shows an id once the tag moved on).
-        image = docker("inspect", "--format", "{{.Config.Image}}", name).strip()
-        for kind, repo in IMAGES.items():
-            if image.split(":")[0] == repo:
-                found[kind] = name
-    missing = sorted(set(IMAGES) - set(found))
+@dataclass(frozen=True)
+class Env:
+    """The running dev environment, as its fact dev_environment describes it."""
+
+    postgresql: str  # container names
+    lamp: str
+    s3: str
+    superuser: str  # the PostgreSQL container's superuser
+    s3_url: str  # S3 as this machine reaches it
+    secrets_dir: Path
+    s3_keys: tuple[Path, Path]  # access key id, secret access key
+
+    def s3_objects(self) -> secret_scan.Source:
+        key_id, secret_key = (p.read_text().strip() for p in self.s3_keys)
+        return secret_scan.s3_objects(self.s3_url, key_id, secret_key)
+
+
+def running() -> Env:
+    """The environment playbooks/describe.yml describes, which must be running."""
+    run = run_playbook("playbooks/describe.yml")
+    fact = run.facts.get("dev_environment")
+    if run.rc != 0 or not isinstance(fact, dict):
+        pytest.fail(f"playbooks/describe.yml published no dev_environment:\n{run.raw[-3000:]}")
+    containers = fact["containers"]
+    label = f"label=io.shipyard.environment={fact['label']}"
+    up = docker("ps", "--filter", label, "--format", "{{.Names}}").split()
+    missing = sorted(k for k in ("postgresql", "lamp", "s3") if containers[k]["name"] not in up)
     if missing:
         pytest.fail(
             f"the dev environment is not running (no {', '.join(missing)}): run `make up` first"
         )
-    return found
+    secrets = fact["secrets"]
+    return Env(
+        postgresql=containers["postgresql"]["name"],
+        lamp=containers["lamp"]["name"],
+        s3=containers["s3"]["name"],
+        superuser=containers["postgresql"]["env"]["POSTGRES_USER"],
+        s3_url=containers["s3"]["ports"]["s3"]["url"].rstrip("/"),
+        secrets_dir=Path(fact["secrets_dir"]),
+        s3_keys=(Path(secrets["s3-access-key-id"]), Path(secrets["s3-secret-access-key"])),
+    )
 
 
-def psql(container: str, sql: str) -> str:
-    login = ["-h", "/run/postgresql", "-U", "shipyard", "-d", "postgres"]
-    return docker("exec", "-u", "postgres", container, "psql", "-X", "-qAt", *login, "-c", sql)
+def psql(env: Env, sql: str) -> str:
+    login = ["-h", "/run/postgresql", "-U", env.superuser, "-d", "postgres"]
+    return docker("exec", "-u", "postgres", env.postgresql, "psql", "-X", "-qAt", *login, "-c", sql)
 
 
 def mariadb(container: str, sql: str) -> str:
@@ -79,23 +102,23 @@ def mariadb(container: str, sql: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def env() -> dict[str, str]:
+def env() -> Env:
     return running()
 
 
 @pytest.fixture(scope="module")
-def statement_logs(env: dict[str, str]) -> Iterator[None]:
+def statement_logs(env: Env) -> Iterator[None]:
     """Both servers log every statement while the scan's runs provision."""
-    psql(env["postgresql"], "ALTER SYSTEM SET log_statement = 'all'")
-    psql(env["postgresql"], "SELECT pg_reload_conf()")
-    mariadb(env["lamp"], "SET GLOBAL general_log_file = '/var/log/mysql/general.log'")
-    mariadb(env["lamp"], "SET GLOBAL general_log = ON")
+    psql(env, "ALTER SYSTEM SET log_statement = 'all'")
+    psql(env, "SELECT pg_reload_conf()")
+    mariadb(env.lamp, "SET GLOBAL general_log_file = '/var/log/mysql/general.log'")
+    mariadb(env.lamp, "SET GLOBAL general_log = ON")
     try:
         yield
     finally:
-        psql(env["postgresql"], "ALTER SYSTEM RESET log_statement")
-        psql(env["postgresql"], "SELECT pg_reload_conf()")
-        mariadb(env["lamp"], "SET GLOBAL general_log = OFF")
+        psql(env, "ALTER SYSTEM RESET log_statement")
+        psql(env, "SELECT pg_reload_conf()")
+        mariadb(env.lamp, "SET GLOBAL general_log = OFF")
 
 
 def provision(
@@ -135,10 +158,9 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
-def runs(env: dict[str, str], statement_logs: None) -> Iterator[Runs]:
+def runs(env: Env, statement_logs: None) -> Iterator[Runs]:
     """Every provisioning path, succeeding and failing, with the statement logs on."""
     r = Runs()
-    pg, lamp = env["postgresql"], env["lamp"]
     try:
         created = r.secret("created")
         run = r.run(
@@ -149,7 +171,7 @@ def runs(env: dict[str, str], statement_logs: None) -> Iterator[Runs]:
         assert run.rc == 0, run.raw[-3000:]
         assert "created role scan_pg" in run.raw and "created user 'scan_maria'" in run.raw
         r.verifiers["scan_pg"] = psql(
-            pg, "SELECT rolpassword FROM pg_authid WHERE rolname = 'scan_pg'"
+            env, "SELECT rolpassword FROM pg_authid WHERE rolname = 'scan_pg'"
         ).strip()
 
         # One engine per failing run: a play whose every host failed ends the playbook.
@@ -165,11 +187,11 @@ def runs(env: dict[str, str], statement_logs: None) -> Iterator[Runs]:
         assert 'mariadb_provision_users[0].name \\"root\\" is reserved' in run.raw, run.raw[-3000:]
 
         refused = r.secret("refused")
-        with pg_authid_locked(pg):
+        with pg_authid_locked(env):
             run = r.run("refused (PostgreSQL)", [{"name": "scan_lock", "password": refused}], [])
         assert run.rc != 0
         assert "role scan_lock: canceling statement due to lock timeout" in run.raw, run.raw[-3000:]
-        with strict_password_validation(lamp):
+        with strict_password_validation(env.lamp):
             run = r.run("refused (MariaDB)", [], [{"name": "scan_strict", "password": refused}])
         assert run.rc != 0
         assert "user 'scan_strict'@'%': The MariaDB server is running with the" in run.raw, run.raw[
@@ -184,32 +206,33 @@ def runs(env: dict[str, str], statement_logs: None) -> Iterator[Runs]:
 class pg_authid_locked:  # noqa: N801 (a context manager used like a function)
     """Another session holds pg_authid, and the provisioning login waits 2 s at most."""
 
-    def __init__(self, container: str) -> None:
-        self.container = container
+    def __init__(self, env: Env) -> None:
+        self.env = env
 
     def __enter__(self) -> None:
-        psql(self.container, "ALTER ROLE shipyard SET lock_timeout = '2s'")
+        psql(self.env, f"ALTER ROLE {self.env.superuser} SET lock_timeout = '2s'")
         hold = "BEGIN; LOCK TABLE pg_authid IN EXCLUSIVE MODE; SELECT pg_sleep(300)"
-        login = ["-h", "/run/postgresql", "-U", "shipyard", "-d", "postgres"]
+        login = ["-h", "/run/postgresql", "-U", self.env.superuser, "-d", "postgres"]
+        pg = self.env.postgresql
         self.holder = subprocess.Popen(
-            ["docker", "exec", "-u", "postgres", self.container, "psql", "-X", *login, "-c", hold],
+            ["docker", "exec", "-u", "postgres", pg, "psql", "-X", *login, "-c", hold],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
         sql = "SELECT mode FROM pg_locks WHERE relation = 'pg_authid'::regclass AND granted"
-        while "ExclusiveLock" not in psql(self.container, sql):
+        while "ExclusiveLock" not in psql(self.env, sql):
             assert time.monotonic() < deadline, "the lock on pg_authid was never granted"
             time.sleep(0.2)
 
     def __exit__(self, *exc: object) -> None:
         psql(
-            self.container,
+            self.env,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE query LIKE '%pg_sleep(300)%' AND pid <> pg_backend_pid()",
         )
         self.holder.wait(timeout=30)
-        psql(self.container, "ALTER ROLE shipyard RESET lock_timeout")
+        psql(self.env, f"ALTER ROLE {self.env.superuser} RESET lock_timeout")
 
 
 class strict_password_validation:  # noqa: N801
@@ -225,21 +248,10 @@ class strict_password_validation:  # noqa: N801
         mariadb(self.container, "UNINSTALL SONAME 'simple_password_check'")
 
 
-def s3_endpoint(container: str) -> str:
-    port = docker("port", container, "5000/tcp").splitlines()[0].rsplit(":", 1)[1]
-    return f"http://127.0.0.1:{port}"
-
-
-def wait_shipped(env: dict[str, str], marker: str) -> None:
+def wait_shipped(env: Env, marker: str) -> None:
     """Until a line the PostgreSQL server logged after the runs is in an S3 object."""
     deadline = time.monotonic() + SHIPPED_WITHIN
-    keys = {
-        name: (SECRETS / f"s3-{name}").read_text().strip()
-        for name in ("access-key-id", "secret-access-key")
-    }
-    source = secret_scan.s3_objects(
-        s3_endpoint(env["s3"]), keys["access-key-id"], keys["secret-access-key"]
-    )
+    source = env.s3_objects()
     needle = [secret_scan.Needle("marker", marker.encode())]
     while not any(any(secret_scan.find(needle, where, data)) for where, data in source()):
         assert time.monotonic() < deadline, (
@@ -248,14 +260,15 @@ def wait_shipped(env: dict[str, str], marker: str) -> None:
         time.sleep(5)
 
 
-def test_nothing_the_stack_wrote_holds_a_secret(env: dict[str, str], runs: Runs) -> None:
+def test_nothing_the_stack_wrote_holds_a_secret(env: Env, runs: Runs) -> None:
     marker = f"scan-marker-{uuid.uuid4().hex}"
-    psql(env["postgresql"], f"SELECT '{marker}'")  # logged: log_statement is still all here
+    psql(env, f"SELECT '{marker}'")  # logged: log_statement is still all here
     wait_shipped(env, marker)
 
     scan = secret_scan.Scan()
-    environment = sorted(SECRETS.iterdir()) if SECRETS.is_dir() else []
-    assert environment, f"no secrets in {SECRETS}: run `make up` first"
+    # Every file there: the generated secrets, and the log shipping keys beside them.
+    environment = sorted(env.secrets_dir.iterdir()) if env.secrets_dir.is_dir() else []
+    assert environment, f"no secrets in {env.secrets_dir}: run `make up` first"
     for f in environment:
         value = f.read_text().strip()
         scan.secret(f"the environment's {f.name}", value)
@@ -263,7 +276,7 @@ def test_nothing_the_stack_wrote_holds_a_secret(env: dict[str, str], runs: Runs)
     for label, value in runs.secrets.items():
         scan.secret(f"the scan's {label}", value)
         scan.native_hash(f"the scan's {label}", value)
-    app = psql(env["postgresql"], "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'").strip()
+    app = psql(env, "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'").strip()
     for user, verifier in {**runs.verifiers, "app": app}.items():
         scan.scram_verifier(f"the verifier of {user}", verifier)
 
@@ -278,16 +291,7 @@ def test_nothing_the_stack_wrote_holds_a_secret(env: dict[str, str], runs: Runs)
     scan.add("docker history", secret_scan.docker_history(*images))
     for c in containers:
         scan.add("container /var/log", secret_scan.container_files(c, "/var/log"))
-    keys = {
-        name: (SECRETS / f"s3-{name}").read_text().strip()
-        for name in ("access-key-id", "secret-access-key")
-    }
-    scan.add(
-        "s3",
-        secret_scan.s3_objects(
-            s3_endpoint(env["s3"]), keys["access-key-id"], keys["secret-access-key"]
-        ),
-    )
+    scan.add("s3", env.s3_objects())
     for c in docker("ps", "--format", "{{.Names}}").split():
         scan.add("environ", secret_scan.container_environ(c))
     hits = scan.run()
