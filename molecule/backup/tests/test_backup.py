@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from container_checks import docker, inspect, logs
+import secret_scan
+from container_checks import address, docker, inspect, logs
 
 SCENARIO = Path(__file__).resolve().parent.parent
 PROJECT = SCENARIO.parent.parent
@@ -43,14 +44,26 @@ HOST_VARS = {
 # ------------------------------------------------------------------ helpers
 
 
+# The secrets the scenario's containers get, as files (converge.yml).
+SECRET_NAMES = ("backup-encryption-key", "backup-s3-access-key-id", "backup-s3-secret-access-key")
+
+
+def secret(name: str) -> str:
+    return (STATE / "secrets" / name).read_text().strip()
+
+
 def secrets() -> list[str]:
-    names = ("backup-encryption-key", "backup-s3-access-key-id", "backup-s3-secret-access-key")
-    return [(STATE / "secrets" / n).read_text().strip() for n in names]
+    return [secret(n) for n in SECRET_NAMES]
+
+
+# What every playbook run printed, for the secret scan at the end.
+OUTPUTS: list[tuple[str, str]] = []
 
 
 def playbook(name: str, **extra: object) -> subprocess.CompletedProcess[str]:
     """Run a playbook; whatever it does, no secret may appear in its output."""
     run = _playbook(name, **extra)
+    OUTPUTS.append((Path(name).name, run.stdout + run.stderr))
     for secret in secrets():
         assert secret not in run.stdout + run.stderr, f"a secret is in the output of {name}"
     return run
@@ -320,7 +333,7 @@ def test_the_repository_is_unreadable_without_the_key() -> None:
         "print(p.returncode)\n"
     )
     assert wrong.strip() != "0"
-    key = (STATE / "secrets" / "backup-encryption-key").read_text().strip()
+    key = secret("backup-encryption-key")
     for container in (PG, LAMP, S3):
         assert key not in logs(container), f"the repository key is in {container}'s log"
 
@@ -490,3 +503,37 @@ def test_verify_catches_a_corrupted_backup_object(engine: str) -> None:
     finally:
         restore = "Body=open('/tmp/original', 'rb').read()"
         in_lamp_python(f"s3.put_object(Bucket=name, Key='{flipped}', {restore})\n")
+
+
+# ------------------------------------------------------------------ secrets
+
+
+def test_nothing_the_backups_wrote_holds_a_secret() -> None:
+    """Every secret the scenario's containers got, grepped for in all they and the runs wrote."""
+    scan = secret_scan.Scan()
+    for name in SECRET_NAMES:
+        scan.secret(name, secret(name))
+    # The private keys of the dev CA and of the endpoint, by their base64 body.
+    for name in ("backup-ca.key", "backup-s3-tls.key"):
+        pem = (STATE / "secrets" / name).read_text().splitlines()
+        scan.secret(name, "".join(line for line in pem if not line.startswith("-----")))
+    for what, output in OUTPUTS:
+        scan.add("playbook runs", secret_scan.text(f"output of {what}", output))
+    ansible_log = PROJECT / ".shipyard" / "logs" / "ansible.log"
+    if ansible_log.exists():
+        scan.add("ansible logs", secret_scan.files(ansible_log))
+    containers = [S3, PG, LAMP]
+    images = sorted({inspect(c)["Image"] for c in containers})
+    scan.add("docker logs", secret_scan.docker_logs(*containers))
+    scan.add("docker inspect", secret_scan.docker_inspect(*containers, *images))
+    scan.add("docker history", secret_scan.docker_history(*images))
+    for c in (PG, LAMP):
+        scan.add("container /var/log", secret_scan.container_files(c, "/var/log"))
+        scan.add("environ", secret_scan.container_environ(c))
+    endpoint = f"http://{address(S3)}:5000"
+    keys = secret("backup-s3-access-key-id"), secret("backup-s3-secret-access-key")
+    scan.add("s3", secret_scan.s3_objects(endpoint, *keys))
+    hits = scan.run()
+    assert not hits, secret_scan.report(hits, scan.read)
+    for label in ("playbook runs", "docker logs", "container /var/log", "environ", "s3"):
+        assert scan.read.get(label, 0) > 0, secret_scan.report(hits, scan.read)
