@@ -120,6 +120,14 @@ class Settings:
         """Where shipyard-init reads the service's health (its health_file setting)."""
         return Path(self.health_path) if self.health_path else self.state_dir / "health.json"
 
+    @property
+    def ca_path(self) -> str:
+        """The CA file the service's user reads: prepare's copy (the mounted one may be root's)."""
+        if not self.ca_file:
+            return ""
+        copy = self.secret_copy("s3_ca_file")
+        return str(copy) if os.access(copy, os.R_OK) else self.ca_file
+
     def secret_copy(self, key: str) -> Path:
         """A copy prepare leaves for the service's user (the mounted file may be root's)."""
         return self.state_dir / "secrets" / key

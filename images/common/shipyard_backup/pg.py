@@ -75,7 +75,7 @@ def render_pgbackrest(settings: Settings) -> str:
         "repo1-retention-full-type=count",
     ]
     if settings.ca_file:
-        lines.append(f"repo1-storage-ca-file={settings.ca_file}")
+        lines.append(f"repo1-storage-ca-file={settings.ca_path}")
     if settings.encryption != "none":
         lines += [
             f"repo1-cipher-type={settings.encryption}",

@@ -136,8 +136,12 @@ def make_dir(path: Path, owner: Account | None, mode: int = 0o700) -> None:
 
 
 def copy_secrets(settings: Settings, owner: Account | None) -> None:
-    """Copies of the secret files for the service's user, on the state directory (a tmpfs)."""
-    from .config import SECRET_KEYS
+    """Copies of the secret files and the CA for the service's user, on the state directory.
+
+    The mounted files may be readable by root alone (the dev environment
+    mounts every one 0400); the state directory is a tmpfs under /run.
+    """
+    from .config import SECRET_KEYS, ConfigError, env_name
 
     make_dir(settings.state_dir / "secrets", owner)
     for key in SECRET_KEYS:
@@ -146,6 +150,15 @@ def copy_secrets(settings: Settings, owner: Account | None) -> None:
         if key == "encryption_key_file" and settings.encryption == "none":
             continue
         write_private(copy, settings.secret(key) + "\n", owner)
+    ca = settings.secret_copy("s3_ca_file")
+    ca.unlink(missing_ok=True)
+    if settings.ca_file:
+        try:
+            text = Path(settings.ca_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            where = f"s3_ca_file ({env_name('s3_ca_file')})"
+            raise ConfigError(f"{where}: cannot read {settings.ca_file}: {exc.strerror}") from None
+        write_private(ca, text, owner, 0o644)
 
 
 def print_json(document: object) -> None:

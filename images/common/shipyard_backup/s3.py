@@ -98,7 +98,7 @@ class Bucket:
             region_name=settings.region,
             aws_access_key_id=settings.secret("s3_access_key_id_file"),
             aws_secret_access_key=settings.secret("s3_secret_access_key_file"),
-            verify=settings.ca_file or True,
+            verify=settings.ca_path or True,
             config=Config(
                 s3={"addressing_style": "path" if settings.uri_style == "path" else "virtual"},
                 connect_timeout=CONNECT_TIMEOUT,
