@@ -310,7 +310,7 @@ def test_image_contract(builds):
     assert set(s3["ExposedPorts"]) == {"5000/tcp"}
     for config in (collector, s3):
         assert config["Entrypoint"] == ["/usr/bin/tini", "--", "/usr/local/bin/shipyard-init"]
-        assert config["Healthcheck"]["Test"] == ["CMD", "/usr/local/bin/shipyard-init", "status"]
+        assert config["Healthcheck"]["Test"][1:] == ["/usr/bin/test", "-e", "/run/shipyard/ready"]
 
 
 def test_slices_land_in_the_volume_as_time_tag_json(stack: Stack):
