@@ -44,6 +44,19 @@ def wait_healthy(container: str, timeout: float = 180) -> None:
         time.sleep(0.3)
 
 
+def wait_ready(container: str, timeout: float = 180) -> None:
+    """Until shipyard-init reports every service ready (`status --wait`), not Docker's health.
+
+    The images' HEALTHCHECK runs every 30 s; the supervisor answers the moment
+    the last service is ready.
+    """
+    wait = ("/usr/local/bin/shipyard-init", "status", "--wait", f"{timeout:g}")
+    proc = docker("exec", container, *wait, check=False, timeout=timeout + 30)
+    if proc.returncode != 0:
+        answer = (proc.stdout + proc.stderr).strip()
+        pytest.fail(f"{container} is not ready: {answer}\n{logs(container)[-3000:]}")
+
+
 def wait_exited(container: str, timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
