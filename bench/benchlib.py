@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from datetime import datetime
 
 
 def sh(*args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
@@ -31,3 +33,23 @@ def resolve_base_image() -> str:
     if not names:
         sys.exit("no base image: run `make up` first")
     return "debian:trixie-slim" if "debian:trixie-slim" in names else names[0]
+
+
+def supervisor_ready(container: str, began_wall: float, timeout: float = 180) -> float:
+    """Seconds from `began_wall` (time.time()) to shipyard-init's "start-up complete" line.
+
+    The moment `shipyard-init status --wait` returns. Read afterwards from
+    `docker logs --timestamps`, so that asking takes no CPU from the start it
+    measures.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = sh("docker", "logs", "--timestamps", container).stderr.splitlines()
+        stamps = [line.split(" ", 1)[0] for line in lines if "start-up complete" in line]
+        if stamps:
+            # RFC 3339 with nanoseconds; fromisoformat takes microseconds.
+            stamp = datetime.fromisoformat(stamps[-1][:26] + "+00:00").timestamp()
+            if stamp >= began_wall:
+                return stamp - began_wall
+        time.sleep(0.2)
+    sys.exit(f"{container}: no start-up complete line after the start")
