@@ -119,10 +119,11 @@ def cgroup_seconds(container_id: str) -> float:
     sys.exit(f"no cgroup CPU accounting found for container {container_id[:12]}")
 
 
-def start(mode: str, network: str, password: str) -> list[str]:
-    names = []
+def start(mode: str, network: str, password: str, names: list[str]) -> None:
+    """Start the four containers, adding each to `names` (the caller removes them)."""
     for container in environment(password):
         name = f"shipyard-bench-idle-{container.alias}-{uuid.uuid4().hex[:6]}"
+        names.append(name)
         sh(
             "docker",
             "run",
@@ -139,13 +140,13 @@ def start(mode: str, network: str, password: str) -> list[str]:
             *container.options,
             container.image,
         )
-        names.append(name)
     for name in names:
         wait = sh("docker", "exec", name, "shipyard-init", "status", "--wait", "300", check=False)
         if wait.returncode != 0:
             logs = sh("docker", "logs", name, check=False)
-            sys.exit(f"{name} not ready: {wait.stdout}\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}")
-    return names
+            raise SystemExit(
+                f"{name} not ready: {wait.stdout}\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}"
+            )
 
 
 def measure(names: list[str], seconds: float) -> tuple[float, float]:
@@ -191,8 +192,9 @@ def main() -> int:
     try:
         for round_ in range(args.rounds):
             for mode in modes:
-                names = start(mode.name, network, password)
+                names: list[str] = []
                 try:
+                    start(mode.name, network, password, names)
                     time.sleep(args.settle)
                     share, inside = measure(names, args.seconds)
                     mode.shares.append(share)
