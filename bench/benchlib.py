@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 
 def sh(*args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
@@ -53,3 +54,16 @@ def supervisor_ready(container: str, began_wall: float, timeout: float = 180) ->
                 return stamp - began_wall
         time.sleep(0.2)
     sys.exit(f"{container}: no start-up complete line after the start")
+
+
+def cgroup_seconds(container_id: str) -> float:
+    """CPU time of every process in the container so far: cgroup v1 cpuacct, or v2 cpu.stat."""
+    root = Path("/sys/fs/cgroup")
+    for path in root.glob(f"cpuacct/**/{container_id}/cpuacct.usage"):
+        return int(path.read_text()) / 1e9
+    for pattern in (f"**/docker-{container_id}.scope/cpu.stat", f"**/{container_id}/cpu.stat"):
+        for path in root.glob(pattern):
+            lines = path.read_text().splitlines()
+            usage = next(line for line in lines if line.startswith("usage_usec"))
+            return int(usage.split()[1]) / 1e6
+    sys.exit(f"no cgroup CPU accounting found for container {container_id[:12]}")

@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import sh
+from benchlib import cgroup_seconds, sh
 
 GOAL = 0.02  # of one core, the four containers together
 OLD_HEALTHCHECK = (
@@ -104,19 +104,6 @@ def engine_pids(container_ids: list[str]) -> list[int]:
         if parent == dockerd or (shim and any(i.encode() in argv for i in container_ids)):
             pids.append(int(entry.name))
     return pids
-
-
-def cgroup_seconds(container_id: str) -> float:
-    """CPU time of every process in the container: cgroup v1 cpuacct, or v2 cpu.stat."""
-    for path in Path("/sys/fs/cgroup").glob(f"cpuacct/**/{container_id}/cpuacct.usage"):
-        return int(path.read_text()) / 1e9
-    for pattern in (f"**/docker-{container_id}.scope/cpu.stat", f"**/{container_id}/cpu.stat"):
-        for path in Path("/sys/fs/cgroup").glob(pattern):
-            usage = next(
-                line for line in path.read_text().splitlines() if line.startswith("usage_usec")
-            )
-            return int(usage.split()[1]) / 1e6
-    sys.exit(f"no cgroup CPU accounting found for container {container_id[:12]}")
 
 
 def start(mode: str, network: str, password: str, names: list[str]) -> None:

@@ -17,6 +17,8 @@ the machine's load hits both alike (medians, with min and max):
                 the temporary server, POSTGRES_DB and a one-file initdb.d
   warm start    `docker start` of the stopped container -> ready
   stop          `docker stop` (default 10 s timeout), and its exit code
+  CPU s         the CPU time the container's processes used until ready (its
+                cgroup): unlike wall time, barely moved by other load on the host
 "ready" is what `pg_isready` checks, over TCP from the host: a startup
 message to the container's address on port 5432 that the server answers with
 an authentication request, not with "the database system is starting up".
@@ -47,7 +49,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import resolve_base_image, sh, supervisor_ready
+from benchlib import cgroup_seconds, resolve_base_image, sh, supervisor_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-" + uuid.uuid4().hex  # a throwaway container's superuser password
@@ -63,8 +65,10 @@ class Image:
     context: Path
     supervised: bool
     first: list[float] = field(default_factory=list)
+    first_cpu: list[float] = field(default_factory=list)
     first_supervisor: list[float] = field(default_factory=list)
     warm: list[float] = field(default_factory=list)
+    warm_cpu: list[float] = field(default_factory=list)
     warm_supervisor: list[float] = field(default_factory=list)
     stops: list[float] = field(default_factory=list)
     codes: list[int] = field(default_factory=list)
@@ -111,11 +115,6 @@ def inspect(container: str) -> dict:
     return json.loads(sh("docker", "inspect", container).stdout)[0]
 
 
-def address(container: str) -> str:
-    networks = inspect(container)["NetworkSettings"]["Networks"]
-    return next(n["IPAddress"] for n in networks.values() if n["IPAddress"])
-
-
 def accepting(host: str) -> bool:
     """True when the server answers a startup message with an authentication request."""
     params = b"user\0bench\0database\0postgres\0\0"
@@ -130,9 +129,13 @@ def accepting(host: str) -> bool:
 
 def wait_ready(
     image: Image, container: str, began: float, began_wall: float
-) -> tuple[float, float | None]:
-    """Seconds to TCP-ready (from `began`), and for shipyard to the supervisor's ready."""
-    host = address(container)
+) -> tuple[float, float, float | None]:
+    """Seconds to TCP-ready (from `began`), the container's CPU seconds until then,
+    and for shipyard the seconds to the supervisor's ready."""
+    info = inspect(container)
+    host = next(
+        n["IPAddress"] for n in info["NetworkSettings"]["Networks"].values() if n["IPAddress"]
+    )
     while not accepting(host):
         if not inspect(container)["State"]["Running"]:
             logs = sh("docker", "logs", container, check=False)
@@ -141,9 +144,10 @@ def wait_ready(
             sys.exit(f"{container} not ready within 180 s")
         time.sleep(0.01)
     ready = time.monotonic() - began
+    cpu = cgroup_seconds(info["Id"])
     if not image.supervised:
-        return ready, None
-    return ready, supervisor_ready(container, began_wall)
+        return ready, cpu, None
+    return ready, cpu, supervisor_ready(container, began_wall)
 
 
 def stop(image: Image, container: str) -> None:
@@ -182,16 +186,18 @@ def cycle(image: Image, initdb: str) -> None:
             f"{initdb}:/docker-entrypoint-initdb.d:ro",
             image.tag,
         )
-        ready, supervisor = wait_ready(image, name, began, began_wall)
+        ready, cpu, supervisor = wait_ready(image, name, began, began_wall)
         image.first.append(ready)
+        image.first_cpu.append(cpu)
         if supervisor is not None:
             image.first_supervisor.append(supervisor)
         stop(image, name)
 
         began, began_wall = time.monotonic(), time.time()
         sh("docker", "start", name)
-        ready, supervisor = wait_ready(image, name, began, began_wall)
+        ready, cpu, supervisor = wait_ready(image, name, began, began_wall)
         image.warm.append(ready)
+        image.warm_cpu.append(cpu)
         if supervisor is not None:
             image.warm_supervisor.append(supervisor)
             image.clean.append(clean_restart(name))
@@ -224,6 +230,12 @@ def print_table(runs: int, base_image: str) -> None:
         verdict = "met" if ratio <= goal else "NOT met"
         verdicts.append(f"{key} <= {goal}x: {verdict} ({ratio:.2f}x)")
         print(f"| {title} | {cell(ours)} | {cell(theirs)} | {ratio:.2f}x | <= {goal}x: {verdict} |")
+    for title, ours, theirs in (
+        ("first start: CPU s in the container until ready", shipyard.first_cpu, naive.first_cpu),
+        ("warm start: CPU s in the container until ready", shipyard.warm_cpu, naive.warm_cpu),
+    ):
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        print(f"| {title} | {cell(ours)} | {cell(theirs)} | {ratio:.2f}x | |")
     print(f"| first start -> supervisor ready | {cell(shipyard.first_supervisor)} | | | |")
     print(f"| warm start -> supervisor ready | {cell(shipyard.warm_supervisor)} | | | |")
     codes = [",".join(map(str, sorted(set(i.codes)))) for i in IMAGES]
