@@ -17,8 +17,10 @@ drift in machine load hits both alike):
   first start       `docker run` on an empty data volume -> ready
   warm restart      `docker start` of the stopped container -> ready
   stop              `docker stop` (default 10 s timeout), and its exit code
-"ready" is the same probe for both, from the host (it costs the container no
-CPU): MariaDB sends its handshake on port 3306, and Apache answers HTTP on 80.
+"ready" is the same probe for both: Apache answers HTTP on port 80 (asked from
+the host, which costs the container nothing), and then MariaDB answers
+`mariadb-admin ping` on its socket (the naive image's MariaDB listens on
+127.0.0.1 only).
 shipyard's "supervisor ready" is the time of shipyard-init's "start-up
 complete" line: every service ready, which is when `shipyard-init status
 --wait` (what roles and tests wait with) returns; the naive image has
@@ -147,20 +149,23 @@ def address(name: str) -> str:
     return next(n["IPAddress"] for n in networks.values() if n["IPAddress"])
 
 
-def probe(host: str) -> bool:
-    """From the host, so that asking costs the container nothing: MariaDB sends its
-    handshake on 3306, and Apache answers an HTTP request on 80 (with any status)."""
+def http_answers(host: str) -> bool:
+    """Apache answers an HTTP request on port 80, with any status; asked from the host."""
     try:
-        with socket.create_connection((host, 3306), timeout=1) as conn:
-            greeting = conn.recv(5)
-        # A handshake packet: 3-byte length, sequence 0, protocol version 10.
-        if len(greeting) < 5 or greeting[3:5] != b"\x00\x0a":
-            return False
         with socket.create_connection((host, 80), timeout=1) as conn:
             conn.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
             return conn.recv(5) == b"HTTP/"
     except OSError:
         return False
+
+
+def probe(host: str, name: str) -> bool:
+    """Apache answers (from the host, free for the container), then MariaDB answers a ping
+    on its socket (one small client in the container, only once Apache is up)."""
+    if not http_answers(host):
+        return False
+    ping = ("mariadb-admin", "--protocol=socket", "--silent", "ping")
+    return sh("docker", "exec", name, *ping, check=False).returncode == 0
 
 
 def running(name: str) -> None:
@@ -176,7 +181,7 @@ def wait_ready(
     """Seconds from `began` until ready, and until the supervisor's ready (shipyard only)."""
     deadline = began + 300
     host = address(name)
-    while not probe(host):
+    while not probe(host, name):
         if time.monotonic() > deadline:
             sys.exit(f"{name} not ready within 300 s")
         running(name)
