@@ -75,6 +75,7 @@ class Image:
     stop: list[float] = field(default_factory=list)
     exit_codes: list[int] = field(default_factory=list)
     clean: list[bool] = field(default_factory=list)
+    failures: int = 0
     size_mb: float = 0.0
 
 
@@ -175,6 +176,10 @@ def running(name: str) -> None:
         sys.exit(f"{name} exited ({state['ExitCode']}):\n{log.stdout}{log.stderr}")
 
 
+class NotReadyError(Exception):
+    pass
+
+
 def wait_ready(
     image: Image, name: str, began: float, began_wall: float
 ) -> tuple[float, float | None]:
@@ -183,7 +188,7 @@ def wait_ready(
     host = address(name)
     while not probe(host, name):
         if time.monotonic() > deadline:
-            sys.exit(f"{name} not ready within 300 s")
+            raise NotReadyError(f"{name} not ready within 300 s")
         running(name)
         time.sleep(0.1)
     ready = time.monotonic() - began
@@ -220,6 +225,13 @@ def start_stop_cycle(image: Image) -> None:
             log = sh("docker", "logs", "--since", started.strip(), name)
             image.clean.append(not any(s in log.stdout + log.stderr for s in UNCLEAN_SIGNS))
         timed_stop(image, name)
+    except NotReadyError as exc:
+        # The naive image's init scripts give up now and then on a loaded host;
+        # the run is counted as failed. shipyard must never fail.
+        if image.supervised:
+            sys.exit(str(exc))
+        image.failures += 1
+        print(f"{exc}; counted as a failed start", file=sys.stderr)
     finally:
         sh("docker", "rm", "--force", "--volumes", name, check=False)
 
@@ -249,6 +261,7 @@ def print_table(runs: int, base_image: str) -> None:
         ("docker stop (s)", lambda i: median(i.stop)),
         ("docker stop exit codes", lambda i: ",".join(map(str, sorted(set(i.exit_codes))))),
         ("clean DB stop (no crash recovery)", clean_count),
+        ("start/stop cycles that never became ready", lambda i: str(i.failures)),
     )
     for title, cell in rows:
         print(f"| {title} | {cell(shipyard)} | {cell(naive)} |")
