@@ -77,6 +77,18 @@ def wait_until(predicate: callable, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def wait_ready(container: str) -> None:
+    """As roles and tests wait for an image: ask the supervisor, not Docker's health."""
+    proc = subprocess.run(
+        ["docker", "exec", container, "shipyard-init", "status", "--wait", "60"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr + logs(container)
+
+
 def wait_healthy(container: str) -> None:
     def healthy() -> bool:
         current = state(container)
@@ -105,7 +117,7 @@ def event_details(container: str, kind: str) -> list[tuple[str, str]]:
 
 
 def test_tini_is_pid_1_and_the_supervisor_runs_under_it(container: str) -> None:
-    wait_healthy(container)
+    wait_ready(container)
     assert docker("exec", container, "cat", "/proc/1/comm").strip() == "tini"
     cmdline = docker("exec", container, "cat", "/proc/1/cmdline").split("\0")
     assert cmdline[:3] == ["/usr/bin/tini", "--", "/usr/local/bin/shipyard-init"]
@@ -123,7 +135,7 @@ def test_tini_is_pid_1_and_the_supervisor_runs_under_it(container: str) -> None:
 
 
 def test_docker_stop_exits_0_fast_in_reverse_order(container: str) -> None:
-    wait_healthy(container)
+    wait_ready(container)
     assert events(container, "start") == ["prepare", "db", "web"]
     began = time.monotonic()
     docker("stop", container)
@@ -137,7 +149,7 @@ def test_docker_stop_exits_0_fast_in_reverse_order(container: str) -> None:
 
 
 def test_output_is_prefixed_per_service(container: str) -> None:
-    wait_healthy(container)
+    wait_ready(container)
     docker("stop", container)
     proc = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=True)
     assert "db | db says hello" in proc.stdout
@@ -146,7 +158,7 @@ def test_output_is_prefixed_per_service(container: str) -> None:
 
 
 def test_critical_crash_exits_with_its_code(container: str) -> None:
-    wait_healthy(container)
+    wait_ready(container)
     pid = dict(event_details(container, "start"))["db"]
     docker("exec", container, "sh", "-c", f"kill -KILL {pid}")
     wait_until(lambda: not state(container)["Running"], "the container to exit", timeout=15)
@@ -155,7 +167,7 @@ def test_critical_crash_exits_with_its_code(container: str) -> None:
 
 
 def test_orphans_in_the_container_leave_no_zombies(container: str) -> None:
-    wait_healthy(container)
+    wait_ready(container)
     spawn = (
         f"import os\nfor _ in range({ORPHANS}):\n"
         "    if os.fork() == 0:\n"

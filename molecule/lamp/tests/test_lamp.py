@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from container_checks import address, docker, inspect, logs, wait_healthy, wait_ready
+from container_checks import address, docker, inspect, logs, wait_exited, wait_healthy, wait_ready
 from testinfra.host import Host
 
 IMAGE = "shipyard/lamp:latest"
@@ -149,6 +149,7 @@ def test_services_run_as_their_own_users(host: Host, instance: str) -> None:
 def test_services_hold_no_password(instance: str, env: dict[str, str]) -> None:
     """Read each process's environment on the host: its pids come from `docker top`."""
     secrets = [env["MARIADB_ROOT_PASSWORD"].encode(), env["MARIADB_PASSWORD"].encode()]
+    assert not [s for s in secrets if s.decode() in logs(instance)]
     holders: dict[str, bool] = {}
     for line in docker("top", instance, "-eo", "pid,comm").stdout.splitlines()[1:]:
         pid, comm = line.split(None, 1)
@@ -461,3 +462,14 @@ def test_read_only_root_with_tmpfs_run_and_tmp(run_container: RunContainer, tmp_
     dump = docker("exec", name, "sh", "-c", f"gunzip -c {backup} | grep -c 'INSERT INTO'")
     assert int(dump.stdout) > 0
     assert http_get(name, "/")[0].strip() == "app@%"
+
+
+def test_mariadb_dying_stops_the_container_with_its_status(run_container: RunContainer) -> None:
+    name = run_container("--env", f"MARIADB_ROOT_PASSWORD=root-{uuid.uuid4().hex}")
+    wait_ready(name)
+    docker("exec", name, "sh", "-c", "kill -KILL $(cat /run/mysqld/mysqld.pid)")
+    assert wait_exited(name) == 137
+    output = logs(name)
+    assert "critical service mariadb was killed by SIGKILL" in output
+    # The others were stopped in reverse order, each with its own signal.
+    assert output.index("stopping apache") < output.index("stopping php-fpm")

@@ -205,6 +205,7 @@ def holders_of(container: str, secret: str) -> dict[str, bool]:
 
 
 def test_no_service_holds_the_password(instance: str, env: dict[str, str]) -> None:
+    assert env["POSTGRES_PASSWORD"] not in logs(instance)
     holders = holders_of(instance, env["POSTGRES_PASSWORD"])
     # tini and the supervisor hold what Docker gave the container; nothing they start does.
     assert {"tini", "shipyard-init", "postgres", "shipyard-logs"} <= set(holders)
@@ -556,3 +557,11 @@ def test_host_auth_method_trust_only_when_asked(run_container: RunContainer) -> 
     )
     assert wait_exited(refused) == 1
     assert "POSTGRES_HOST_AUTH_METHOD must be one of" in logs(refused)
+
+
+def test_the_server_dying_stops_the_container_with_its_status(run_container: RunContainer) -> None:
+    name = run_container("--env", "POSTGRES_PASSWORD=x")
+    wait_ready(name)
+    docker("exec", name, "sh", "-c", 'kill -KILL "$(head -n 1 "$PGDATA/postmaster.pid")"')
+    assert wait_exited(name) == 137
+    assert "critical service postgres was killed by SIGKILL" in logs(name)
