@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Mapping
 
 import pytest
 
@@ -55,6 +56,24 @@ def wait_ready(container: str, timeout: float = 180) -> None:
     if proc.returncode != 0:
         answer = (proc.stdout + proc.stderr).strip()
         pytest.fail(f"{container} is not ready: {answer}\n{logs(container)[-3000:]}")
+
+
+def logged_secrets(container: str, secrets: Mapping[str, str]) -> dict[str, list[str]]:
+    """Where each secret (name -> value) shows: `docker logs`, or files under /var/log.
+
+    /var/log holds every server's own log files, which the log agent ships.
+    The answer names the secrets, never their values.
+    """
+    found: dict[str, list[str]] = {}
+    output = logs(container)
+    for name, value in secrets.items():
+        grep = docker("exec", container, "grep", "-rlaF", "--", value, "/var/log", check=False)
+        if grep.returncode > 1:
+            pytest.fail(f"grep in {container}'s /var/log failed: {grep.stderr.strip()}")
+        places = (["docker logs"] if value in output else []) + grep.stdout.split()
+        if places:
+            found[name] = places
+    return found
 
 
 def wait_exited(container: str, timeout: float = 120) -> int:

@@ -20,7 +20,10 @@ container of the same image:
   `postgres`) reach the server and the first run, PGDATA,
   POSTGRES_HOST_AUTH_METHOD, POSTGRES_INITDB_WALDIR, an arbitrary uid
   (`--user 12345:0`) on an empty volume, and a read-only root with tmpfs
-  /run and /tmp: each initialises, serves, stops cleanly and starts again.
+  /run and /tmp: each initialises, serves, stops cleanly and starts again;
+  without a tmpfs on /run the start fails, naming the path;
+- no password shows in `docker logs` or in the server's log files; the
+  server's death stops the container with its status.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from container_checks import (
     address,
     docker,
     inspect,
+    logged_secrets,
     logs,
     wait_exited,
     wait_healthy,
@@ -204,8 +208,12 @@ def holders_of(container: str, secret: str) -> dict[str, bool]:
     return holders
 
 
-def test_no_service_holds_the_password(instance: str, env: dict[str, str]) -> None:
-    assert env["POSTGRES_PASSWORD"] not in logs(instance)
+def test_no_service_holds_the_password(
+    instance: str, env: dict[str, str], app: dict[str, str]
+) -> None:
+    # Nor does any log: docker logs or the server's files.
+    passwords = {"POSTGRES_PASSWORD": env["POSTGRES_PASSWORD"], "app": app["password"]}
+    assert logged_secrets(instance, passwords) == {}
     holders = holders_of(instance, env["POSTGRES_PASSWORD"])
     # tini and the supervisor hold what Docker gave the container; nothing they start does.
     assert {"tini", "shipyard-init", "postgres", "shipyard-logs"} <= set(holders)
@@ -400,6 +408,7 @@ def test_password_file_odd_names_initdb_args_and_conf_d(
         **login,
     )
     assert got.stdout.strip() == f"{user}|{database}|7MB|on"
+    assert logged_secrets(name, {"POSTGRES_PASSWORD_FILE": "file-Secret-3"}) == {}
 
     # A bad drop-in on an initialised volume: the server refuses to start, and
     # says why in `docker logs`.
@@ -543,6 +552,16 @@ def test_read_only_root_with_tmpfs_run_and_tmp(run_container: RunContainer) -> N
     assert server_log(name)
     assert "log-agent" in docker("exec", name, "ps", "-eo", "user=").stdout
     assert_stops_cleanly_and_starts_again(name, "ro-Secret-6")
+
+
+def test_read_only_root_without_a_tmpfs_on_run_names_the_path(run_container: RunContainer) -> None:
+    name = run_container(
+        "--read-only", "--env", "POSTGRES_PASSWORD=x", "volume:data:/var/lib/postgresql/data"
+    )
+    assert wait_exited(name) == 1
+    output = logs(name)
+    assert "/run/postgresql is not writable by uid 0" in output
+    assert "Mount a volume or a tmpfs there" in output
 
 
 def test_host_auth_method_trust_only_when_asked(run_container: RunContainer) -> None:
