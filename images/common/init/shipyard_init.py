@@ -809,7 +809,10 @@ class StatusFile:
         except OSError as exc:
             # Health reporting is not worth taking the services down for.
             if not self._warned:
-                log(f"warning: cannot write status file {self._path}: {exc}")
+                log(
+                    f"warning: cannot write status file {self._path} or ready marker"
+                    f" {self._ready_path}: {exc}"
+                )
                 self._warned = True
             return
         self._marked = ready
