@@ -100,6 +100,23 @@ def wait_healthy(container: str, timeout: float = 180) -> None:
     wait_for(healthy, timeout, f"{container} to turn healthy", interval=0.5)
 
 
+def wait_ready(container: str, timeout: float = 180) -> None:
+    """Until the container's supervisor says every service is ready (`status --wait`).
+
+    Docker's health state lags a 30 s HEALTHCHECK interval; the supervisor answers
+    the moment the last service is ready.
+    """
+    wait = ["/usr/local/bin/shipyard-init", "status", "--wait", f"{timeout:g}"]
+    proc = subprocess.run(
+        ["docker", "exec", container, *wait],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 30,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{container}: {proc.stdout.strip()}\n{logs(container)[-3000:]}"
+
+
 def address(container: str) -> str:
     return docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", container).strip()
 
@@ -117,7 +134,7 @@ def agent_env(collector: Collector, gateway: str) -> dict[str, str]:
 
 def lamp(containers: Callable[..., str], env: dict[str, str]) -> str:
     name = containers(LAMP, {"MARIADB_ROOT_PASSWORD": "logs-test-root", **env})
-    wait_healthy(name)
+    wait_ready(name)
     return name
 
 
@@ -222,7 +239,7 @@ def test_postgresql_ships_its_jsonlog_through_its_own_rotation(
 ):
     env = {"POSTGRES_PASSWORD": "logs-test", **agent_env(collector, gateway), **ROTATION}
     name = containers(POSTGRESQL, env)
-    wait_healthy(name)
+    wait_ready(name)
     count = 3000
     # A pause every 600 lines: the file name has whole seconds, and a rotation
     # within the same second reopens the same name.

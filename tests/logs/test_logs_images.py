@@ -72,13 +72,21 @@ def logs(container: str) -> str:
     return proc.stdout + proc.stderr
 
 
-def wait_healthy(container: str, timeout: float = 90) -> None:
-    def healthy() -> bool:
-        current = state(container)
-        assert current["Running"], logs(container)
-        return current.get("Health", {}).get("Status") == "healthy"
+def wait_ready(container: str, timeout: float = 90) -> None:
+    """Until the container's supervisor says every service is ready (`status --wait`).
 
-    wait_for(healthy, timeout, f"{container} to turn healthy", interval=0.3)
+    Docker's health state lags a 30 s HEALTHCHECK interval; the supervisor answers
+    the moment the last service is ready.
+    """
+    wait = ["/usr/local/bin/shipyard-init", "status", "--wait", f"{timeout:g}"]
+    proc = subprocess.run(
+        ["docker", "exec", container, *wait],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 30,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{container}: {proc.stdout.strip()}\n{logs(container)[-3000:]}"
 
 
 def published(container: str, port: str) -> int:
@@ -206,8 +214,8 @@ def stack(builds: tuple[PlaybookRun, PlaybookRun]) -> Iterator[Stack]:
             f"{COLLECTOR_IMAGE}:latest",
         )
         stack.created.append(stack.collector)
-        wait_healthy(stack.s3)
-        wait_healthy(stack.collector)
+        wait_ready(stack.s3)
+        wait_ready(stack.collector)
         port = published(stack.collector, "24224/tcp")
         send_acked(port, "apache.access", PAST, access_records(PAST_PATHS, "web-past"))
         send_acked(port, "apache.access", FUTURE, access_records(FUTURE_PATHS, "web-now"))
@@ -276,7 +284,7 @@ def test_plain_docker_build_without_ansible_serves_s3(builds, base_image: str):
     )
     try:
         docker("run", "--detach", "--name", name, "--publish", "127.0.0.1::5000", image)
-        wait_healthy(name)
+        wait_ready(name)
         client = boto3.session.Session(
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=secrets.token_hex(16),
@@ -453,7 +461,7 @@ def test_docker_stop_exits_0_quickly_and_moto_forgets_on_restart(stack: Stack, s
         assert code == 0, logs(container)
         assert took < 9, f"docker stop of {container} took {took:.1f} s"
     docker("start", stack.s3)
-    wait_healthy(stack.s3)
+    wait_ready(stack.s3)
     assert stack.moto().list_buckets()["Buckets"] == []
 
 
@@ -489,7 +497,7 @@ def test_zero_config_collector_keeps_every_acked_chunk_across_docker_stop(builds
         f"{COLLECTOR_IMAGE}:latest",
     )
     try:
-        wait_healthy(name)
+        wait_ready(name)
         assert "uploading" not in logs(name)
         acked: list[str] = []
         done = threading.Event()
@@ -505,7 +513,7 @@ def test_zero_config_collector_keeps_every_acked_chunk_across_docker_stop(builds
         assert code == 0, logs(name)
         assert took < 9, f"docker stop took {took:.1f} s under load"
         docker("start", name)
-        wait_healthy(name)
+        wait_ready(name)
         text = exec_text(name, "sh", "-c", "cat /var/log/shipyard/logs/*/busy-*.log")
         per_chunk = Counter(json.loads(line.split("\t")[2])["chunk"] for line in text.splitlines())
         # Every acked chunk is there, whole and once; an unacked one is all or nothing.
