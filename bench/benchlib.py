@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -67,3 +68,13 @@ def cgroup_seconds(container_id: str) -> float:
             usage = next(line for line in lines if line.startswith("usage_usec"))
             return int(usage.split()[1]) / 1e6
     sys.exit(f"no cgroup CPU accounting found for container {container_id[:12]}")
+
+
+def load_average(began: tuple[float, float, float]) -> str:
+    """The machine's load while a benchmark ran: its figures move with it on a shared host."""
+    now = os.getloadavg()
+    return (
+        f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) "
+        f"{began[0]:.1f} {began[1]:.1f} {began[2]:.1f} at the start, "
+        f"{now[0]:.1f} {now[1]:.1f} {now[2]:.1f} at the end"
+    )

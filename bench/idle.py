@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import cgroup_seconds, sh
+from benchlib import cgroup_seconds, load_average, sh
 
 GOAL = 0.02  # of one core, the four containers together
 OLD_HEALTHCHECK = (
@@ -170,6 +170,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=20.0)
     args = parser.parse_args()
+    began = os.getloadavg()
     if args.seconds < 30:
         parser.error("--seconds must be at least 30")
     password = "bench-" + uuid.uuid4().hex
@@ -208,6 +209,7 @@ def main() -> int:
     after = statistics.median(modes[1].shares)
     verdict = "met" if after <= GOAL else "NOT met"
     print(f"\nGoal: after <= {GOAL:.0%} of one core: {verdict} ({after:.2%}).")
+    print(load_average(began))
     return 0
 
 

@@ -49,7 +49,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import resolve_base_image, sh, supervisor_ready
+from benchlib import load_average, resolve_base_image, sh, supervisor_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-" + uuid.uuid4().hex  # a throwaway container's root password
@@ -297,6 +297,7 @@ def main() -> int:
         help="measure start and stop only, on the images as they are (built once if missing)",
     )
     args = parser.parse_args()
+    began = os.getloadavg()
     base_image = args.base_image or resolve_base_image()
 
     if args.no_builds:
@@ -313,6 +314,7 @@ def main() -> int:
             start_stop_cycle(image)
         print(f"start/stop cycles, run {run + 1} done", flush=True)
     print_table(args.runs, base_image)
+    print(load_average(began))
     return 0
 
 

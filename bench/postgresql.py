@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import struct
@@ -49,7 +50,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import cgroup_seconds, resolve_base_image, sh, supervisor_ready
+from benchlib import cgroup_seconds, load_average, resolve_base_image, sh, supervisor_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-" + uuid.uuid4().hex  # a throwaway container's superuser password
@@ -253,6 +254,7 @@ def main() -> int:
     parser.add_argument("--build", action="store_true", help="docker build both images first")
     parser.add_argument("--base-image")
     args = parser.parse_args()
+    began = os.getloadavg()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     base_image = args.base_image or resolve_base_image()
@@ -276,6 +278,7 @@ def main() -> int:
                 cycle(image, initdb)
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
     print_table(args.runs, base_image)
+    print(load_average(began))
     return 0
 
 
