@@ -6,19 +6,19 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml VERSION | sha256sum | cut -c1-12)
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 PYTEST_ARGS ?=
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv up down test lint vagrant pytest molecule clean
+.PHONY: help venv up down test test-host lint vagrant pytest molecule clean report
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml VERSION
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
@@ -26,10 +26,25 @@ $(STAMP): requirements.txt pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-venv: $(STAMP) ## Create .venv with the pinned tools.
+# npm's fluent-logger, the independent client of the log collector's tests,
+# pinned by the lock file and installed next to it (node_modules is ignored).
+INTEROP := tests/logs/interop
+NODE_STAMP := $(INTEROP)/node_modules/.installed-$(shell sha256sum $(INTEROP)/package-lock.json | cut -c1-12)
 
-up: $(STAMP) ## Bring the dev environment up: ansible-playbook site.yml.
-	$(BIN)/ansible-playbook site.yml $(ARGS)
+$(NODE_STAMP): $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: make test-host installs it (apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --prefix $(INTEROP) --no-audit --no-fund --loglevel=error
+	touch $@
+
+venv: $(STAMP) $(NODE_STAMP) ## Create .venv with the pinned tools (and the tests' npm packages).
+
+# A stage whose inputs are those of the last run that succeeded is skipped;
+# FULL=1 runs every stage (after changing something by hand in a container).
+up: $(STAMP) ## Bring the dev environment up: ansible-playbook site.yml (FULL=1: no stage skipped).
+	$(BIN)/ansible-playbook site.yml $(if $(FULL),-e stage_cache_enabled=false) $(ARGS)
+
+report: $(STAMP) ## Merge a day of shipped logs into the warehouse, refresh the dashboard (DATE=YYYY-MM-DD).
+	$(BIN)/ansible-playbook playbooks/report.yml $(if $(DATE),-e sample_app_report_date=$(DATE)) $(ARGS)
 
 down: $(STAMP) ## Remove the dev environment; PURGE=1 also removes its volumes.
 	$(BIN)/ansible-playbook playbooks/down.yml -e down_purge=$(if $(PURGE),true,false) $(ARGS)
@@ -43,7 +58,7 @@ lint: $(STAMP) ## yamllint, ansible-lint (production profile), ruff, shellcheck.
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
+	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: make test-host installs it (apt-get install shellcheck)" >&2; exit 1; }
 	$(SHELL_SCRIPTS) | xargs shellcheck
 
 # `vagrant validate` checks the provider block of the provider it would use,
@@ -64,7 +79,7 @@ vagrant: ## vagrant validate the Vagrantfile, per provider (offline).
 	done
 
 # pytest exits 5 when it collects nothing: here that means a broken suite, not a pass.
-pytest: $(STAMP) ## Run the pytest suite.
+pytest: $(STAMP) $(NODE_STAMP) ## Run the pytest suite.
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
 	exit $$rc
@@ -75,7 +90,10 @@ molecule: $(STAMP) ## Run every molecule scenario (SCENARIOS="a b" for some).
 	  $(BIN)/molecule test -s $$s; \
 	done
 
-test: lint vagrant pytest molecule ## Lint, vagrant validate, pytest and every molecule scenario.
+test-host: $(STAMP) ## Install what make test needs on this machine (as make up installs the engine).
+	$(BIN)/ansible-playbook playbooks/test_host.yml
+
+test: test-host lint vagrant pytest molecule ## Install what it needs, lint, vagrant validate, pytest, every molecule scenario.
 
 clean: ## Remove .venv and caches (not the dev environment).
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -6,6 +6,8 @@ uploaded), each in its own temporary directory:
 
   shipyard  python -m shipyard_logs.agent: in_tail, apache2 parser, batches of
             gzip'd PackedForward with chunk ids, positions moved after the ack
+  shipyard-tls  the same, with TLS (verified against a CA made for the run) and
+            the <security> shared-key handshake, as the dev environment ships
   naive     this script as a sender: tail -F by polling, the same apache2
             parser, one Forward Message per line over TCP, no batching, no acks
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -61,7 +64,9 @@ POLL = 0.02
 GOAL_LINES_PER_S = 50_000
 GOAL_P99_S = 2.0
 GOAL_RSS_MB = 30.0
-AGENTS = ("shipyard", "naive")
+AGENTS = ("shipyard", "shipyard-tls", "naive")
+GOAL_TLS_COST = 0.15  # TLS and the shared key may cost at most this share of throughput
+TLS_KEY = "bench-shared-key"
 
 
 class BenchError(Exception):
@@ -203,13 +208,14 @@ class Proc:
 class Procs:
     """Every child of a measurement; all stopped on the way out, whatever happened."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, code: Path = COMMON) -> None:
         self.workdir = workdir
+        self.code = code  # where shipyard_logs is: this tree's, or another one's to compare
         self.started: list[Proc] = []
 
     def start(self, name: str, args: list[str]) -> Proc:
         log = self.workdir / f"{name}.log"
-        env = dict(os.environ, PYTHONPATH=str(COMMON), PYTHONDONTWRITEBYTECODE="1")
+        env = dict(os.environ, PYTHONPATH=str(self.code), PYTHONDONTWRITEBYTECODE="1")
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 [sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, env=env
@@ -255,15 +261,48 @@ def peak_rss_mb(pid: int) -> float:
 # ------------------------------------------------------------------ configs
 
 
-def collector_config(workdir: Path, port: int) -> Path:
+def load_test_pki(directory: Path) -> Any:  # noqa: ANN401 - tests/logs/pki.py's Pki
+    """The tests' small CA (tests/logs/pki.py), loaded by its path: bench and tests share it."""
+    spec = importlib.util.spec_from_file_location("pki", ROOT / "tests" / "logs" / "pki.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pki"] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module.make_pki(directory)
+
+
+def secure(workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The collector's and the agent's settings for TLS and the shared key."""
+    pki = load_test_pki(workdir / "pki")
+    key = workdir / "shared_key"
+    key.write_text(TLS_KEY)
+    collector = {
+        "security": {"self_hostname": "collector", "shared_key_file": str(key)},
+        "transport": {
+            "tls": True,
+            "cert_path": str(pki.server.cert),
+            "private_key_path": str(pki.server.key),
+        },
+    }
+    agent = {
+        "collector_host": "localhost",
+        "shared_key_file": str(key),
+        "tls": True,
+        "tls_ca_path": str(pki.ca),
+    }
+    return collector, agent
+
+
+def collector_config(workdir: Path, port: int, extra: dict[str, Any]) -> Path:
     path = workdir / "collector.json"
     config = {
         "bind": "127.0.0.1",
         "port": port,
         "root": str(workdir / "store"),
-        "time_slice_wait": 10**9,  # nothing is closed, nothing uploaded
+        "time_slice_wait": 30 * 86400,  # the longest allowed: nothing is closed, nothing uploaded
         "heartbeat": False,  # no UDP socket needed, one port fewer to collide
         "log_level": "INFO",
+        **extra,
     }
     path.write_text(json.dumps(config))
     return path
@@ -285,11 +324,16 @@ def agent_config(workdir: Path, port: int, log: Path, overrides: dict[str, Any])
 
 
 def sender_args(
-    agent: str, workdir: Path, port: int, log: Path, options: argparse.Namespace
+    agent: str,
+    workdir: Path,
+    port: int,
+    log: Path,
+    options: argparse.Namespace,
+    extra: dict[str, Any],
 ) -> list[str]:
     if agent == "naive":
         return [__file__, "--role", "naive", "--path", str(log), "--port", str(port)]
-    config = agent_config(workdir, port, log, options.agent_set)
+    config = agent_config(workdir, port, log, {**extra, **options.agent_set})
     args = ["-m", "shipyard_logs.agent", "--config", str(config)]
     if options.profile:
         return ["-m", "cProfile", "-o", str(workdir / "agent.prof"), *args]
@@ -467,12 +511,18 @@ def _measure(
     port = free_port()
     log = workdir / "access.log"
     log.touch()
+    collector_extra, agent_extra = secure(workdir) if agent == "shipyard-tls" else ({}, {})
     collector = procs.start(
         "collector",
-        ["-m", "shipyard_logs.collector", "--config", str(collector_config(workdir, port))],
+        [
+            "-m",
+            "shipyard_logs.collector",
+            "--config",
+            str(collector_config(workdir, port, collector_extra)),
+        ],
     )
     wait_for_port(port, collector)
-    sender = procs.start(agent, sender_args(agent, workdir, port, log, options))
+    sender = procs.start(agent, sender_args(agent, workdir, port, log, options, agent_extra))
     tail = SliceTail(workdir / "store", options.lines)
     warm_up(log, tail, [collector, sender])
     cpu0, collector_cpu0 = cpu_seconds(sender.popen.pid), cpu_seconds(collector.popen.pid)
@@ -584,13 +634,17 @@ def print_table(runs: Runs, phase: str, options: argparse.Namespace) -> None:
     print(
         f"\nphase {phase}: {options.lines:,} lines written {load}, {options.runs} run(s), medians\n"
     )
-    print("| metric | shipyard | naive | naive/shipyard |")
-    print("|---|---:|---:|---:|")
+    print("| metric | shipyard | shipyard TLS+key | naive | TLS+key/shipyard | naive/shipyard |")
+    print("|---|---:|---:|---:|---:|---:|")
     for metric in METRICS:
         ours = runs.value("shipyard", phase, metric)
+        secured = runs.value("shipyard-tls", phase, metric)
         theirs = runs.value("naive", phase, metric)
-        cells = [fmt_value(metric, v) for v in (ours, theirs)]
-        print(f"| {metric.label} | {cells[0]} | {cells[1]} | {ratio(theirs, ours)} |")
+        cells = [fmt_value(metric, v) for v in (ours, secured, theirs)]
+        print(
+            f"| {metric.label} | {cells[0]} | {cells[1]} | {cells[2]} "
+            f"| {ratio(secured, ours)} | {ratio(theirs, ours)} |"
+        )
 
 
 def fmt_value(metric: Metric, value: float) -> str:
@@ -611,10 +665,22 @@ def print_goals(runs: Runs, options: argparse.Namespace) -> None:
         goals.append(
             (f"p99 <= {GOAL_P99_S} s at {options.rate:,.0f} lines/s", got, got <= GOAL_P99_S)
         )
-    lost = sum(r.missing + r.duplicates for r in runs.results if r.agent == "shipyard")
+    ours = [a for a in ("shipyard", "shipyard-tls") if a in options.agents]
+    lost = sum(r.missing + r.duplicates for r in runs.results if r.agent in ours)
     goals.append(("zero loss, zero duplicates (every run)", lost, lost == 0))
-    rss = runs.worst("shipyard", "rss")
+    rss = max(runs.worst(a, "rss") for a in ours)
     goals.append((f"agent peak RSS <= {GOAL_RSS_MB:.0f} MB (worst run)", rss, rss <= GOAL_RSS_MB))
+    if "max" in phases and set(ours) == {"shipyard", "shipyard-tls"}:
+        plain = runs.value("shipyard", "max", METRICS[0])
+        secured = runs.value("shipyard-tls", "max", METRICS[0])
+        cost = 1 - secured / plain if plain else float("nan")
+        goals.append(
+            (
+                f"TLS + shared key cost <= {GOAL_TLS_COST:.0%} of throughput",
+                cost,
+                cost <= GOAL_TLS_COST,
+            )
+        )
     for label, got, met in goals:
         print(f"  {label}: {got:,.3f} -> {'met' if met else 'NOT met'}")
 
@@ -649,7 +715,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=int, default=1, help="repetitions; medians (1)")
     parser.add_argument("--phases", default="max,rate", help="max,rate (both)")
-    parser.add_argument("--agents", default=",".join(AGENTS), help="shipyard,naive (both)")
+    parser.add_argument(
+        "--agents", default=",".join(AGENTS), help="shipyard,shipyard-tls,naive (all three)"
+    )
     parser.add_argument(
         "--agent-set",
         action="append",
@@ -680,7 +748,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.phases = [p for p in args.phases.split(",") if p]
     args.agents = [a for a in args.agents.split(",") if a]
     if not set(args.phases) <= {"max", "rate"} or not set(args.agents) <= set(AGENTS):
-        parser.error("--phases takes max,rate and --agents shipyard,naive")
+        parser.error("--phases takes max,rate and --agents shipyard,shipyard-tls,naive")
     if args.lines <= 0 or args.lines >= 10**ID_DIGITS:
         parser.error(f"--lines must be between 1 and {10**ID_DIGITS - 1}")
     try:
@@ -743,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("interrupted; children stopped, temporary files removed")
     for phase in options.phases:
         print_table(runs, phase, options)
-    if "shipyard" in options.agents:
+    if {"shipyard", "shipyard-tls"} & set(options.agents):
         print_goals(runs, options)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     return 0

@@ -11,7 +11,7 @@ agent's or the collector's per-line cost shows up however busy the machine is.
               with chunk ids and positions, as the agent hands them to its shipper
   agent.naive readline, the same apache2 parser, one msgpack Message per line
   collector   those frames, one socket read per batch, through the connection's
-              unpacker and decoder (decode), then the router and the slice
+              bounded decoder, step by step (decode), then the router and the slice
               store: slice lines, write, fsync, journal (store)
   coll.naive  one Message per line unpacked, json.dumps, a buffered write
 
@@ -37,7 +37,12 @@ from typing import Any
 
 import msgpack
 from logs import HOST, TAG, access_line  # bench/logs.py, this directory
-from shipyard_logs import agent, collector, forward
+from shipyard_logs import collector
+from shipyard_logs.agent.config import AgentConfig, load_config
+from shipyard_logs.agent.daemon import Agent
+from shipyard_logs.agent.shipper import Sent
+from shipyard_logs.agent.tail import Batch
+from shipyard_logs.decoder import FrameDecoder
 from shipyard_logs.parsers import parse_apache2
 
 # Lines per second of event time: records spread over several seconds, as in
@@ -57,22 +62,22 @@ def write_access_log(path: Path, lines: int) -> None:
 # ------------------------------------------------------------------ agent
 
 
-def agent_config(workdir: Path, log: Path) -> agent.AgentConfig:
+def agent_config(workdir: Path, log: Path) -> AgentConfig:
     path = workdir / "agent.json"
     source = {"path": str(log), "tag": TAG, "format": "apache2", "read_from_head": True}
     config = {"pos_dir": str(workdir / "pos"), "host": HOST, "sources": [source]}
     path.write_text(json.dumps(config))
-    return agent.load_config(str(path), env={})
+    return load_config(str(path), env={})
 
 
-def run_agent(config: agent.AgentConfig) -> list[agent.Sent]:
+def run_agent(config: AgentConfig) -> list[Sent]:
     """The agent's main loop without the clock: read, batch, frame; nothing is sent."""
-    runner = agent.Agent(config)
+    runner = Agent(config)
     for tail in runner.tails:
         tail.refresh(scan=True)
     sent = []
     while True:
-        batch = agent.Batch()
+        batch = Batch()
         if not sum(tail.read(batch) for tail in runner.tails):
             break
         sent.append(runner._sent(batch))
@@ -115,14 +120,15 @@ def run_collector(coll: collector.Collector, data: list[bytes]) -> tuple[float, 
     Timing each read keeps a read's frames alive only until they are stored,
     as in the collector, so the garbage collector sees the same heap.
     """
-    limits = coll.config.limits
-    unpacker = forward.new_unpacker(limits)
+    decoder = FrameDecoder(coll.config.limits)
     decoding = storing = 0.0
     lines = 0
     for chunk in data:
         began = time.process_time()
-        forward.feed(unpacker, chunk)
-        frames = list(forward.iter_frames(unpacker, limits))
+        decoder.feed(chunk)
+        frames = []
+        while decoder.busy:
+            frames += decoder.step()
         decoded = time.process_time()
         lines += coll.router.store(frames, "127.0.0.1").lines
         decoding += decoded - began
@@ -146,7 +152,7 @@ def cpu(func: Callable[[], Any], profile: cProfile.Profile | None) -> tuple[floa
     return time.process_time() - began, result
 
 
-def socket_reads(sent: list[agent.Sent]) -> list[bytes]:
+def socket_reads(sent: list[Sent]) -> list[bytes]:
     """One read per batch: the agent sends a batch's frames in one sendall."""
     return [b"".join(data for _, data in s.frames) for s in sent]
 

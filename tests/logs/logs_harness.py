@@ -14,8 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -134,11 +136,24 @@ class Program:
 class Collector(Program):
     def __init__(self, workdir: Path, **settings: Any) -> None:
         self.port = settings.pop("port", None) or free_port()
-        self.root = workdir / "root"
+        self.root = Path(settings.pop("root", workdir / "root"))
+        self.workdir = workdir
+        super().__init__("collector", workdir / "collector.toml", workdir / "collector.log")
+        self.configure(**settings)
+
+    def configure(self, **settings: Any) -> Collector:
+        """(Re)write the config file; the next start reads it."""
         config = {"bind": "127.0.0.1", "port": self.port, "root": str(self.root), **settings}
-        path = workdir / "collector.toml"
-        path.write_text(toml(config))
-        super().__init__("collector", path, workdir / "collector.log")
+        # toml() writes one level of tables; listeners and users nest deeper.
+        tables = [v for v in config.values() if isinstance(v, dict)]
+        tables += [t for v in config.values() if isinstance(v, list) for t in v]
+        nested = any(
+            isinstance(t, dict) and any(isinstance(x, dict | list) for x in t.values())
+            for t in tables
+        )
+        self.config = self.workdir / ("collector.json" if nested else "collector.toml")
+        self.config.write_text(json.dumps(config) if nested else toml(config))
+        return self
 
     def start(self) -> Collector:
         super().start()
@@ -193,9 +208,12 @@ class ForwardClient:
 class MotoServer:
     """moto's S3 API in server mode, as the dev environment runs it."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.port = port or free_port()
         self.log = workdir / f"moto-{self.port}.log"
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -208,7 +226,7 @@ class MotoServer:
                 [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=log,
                 stderr=log,
-                env={**os.environ, **S3_ENV},
+                env={**os.environ, **S3_ENV, **self.env},
             )
         wait_for(self._answers, 20, "moto_server to answer")
         return self
@@ -230,14 +248,14 @@ class MotoServer:
                 self.proc.kill()
                 self.proc.wait(5)
 
-    def client(self) -> Any:
+    def client(self, service: str = "s3", key: str = "", secret: str = "") -> Any:
         import boto3
 
         return boto3.session.Session(
-            aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+            aws_access_key_id=key or S3_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=secret or S3_ENV["AWS_SECRET_ACCESS_KEY"],
             region_name="us-east-1",
-        ).client("s3", endpoint_url=self.url)
+        ).client(service, endpoint_url=self.url)
 
 
 @contextlib.contextmanager
@@ -258,3 +276,98 @@ def apache_line(ident: int, when: str = "20/Nov/2026:10:15:00 +0000") -> str:
     return APACHE_LINE.format(
         a=ident % 250, b=ident % 200, time=when, page=ident % 37, id=ident, size=100 + ident % 900
     )
+
+
+class S3Proxy:
+    """An HTTP proxy in front of moto that can swallow the answers to PUTs.
+
+    The put reaches S3 and is stored; the uploader never hears back. That is
+    the state a lost answer leaves, or a collector killed between the put and
+    its local clean-up. The next `drops` PUTs whose path holds `hold` are
+    swallowed: `stored` is set once S3 has the first, whose answer is held
+    until `release` is set; each is dropped with its connection.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        import http.client
+        import http.server
+
+        proxy = self
+        self.hold = ""  # a path fragment whose PUT answers are swallowed
+        self.drops = 0
+        self.stored = threading.Event()
+        self.release = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+                try:
+                    upstream.request(self.command, self.path, body, dict(self.headers.items()))
+                    answer = upstream.getresponse()
+                    data = answer.read()
+                finally:
+                    upstream.close()
+                if self.command == "PUT" and proxy.drops and proxy.hold in self.path:
+                    proxy.drops -= 1
+                    proxy.stored.set()
+                    proxy.release.wait(60)
+                    self.close_connection = True
+                    return
+                self.send_response(answer.status, answer.reason)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward  # noqa: N815
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> S3Proxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def fill(path: Path) -> Path:
+    """Fill the file system holding `path` until a write fails; returns the filler file."""
+    filler = path / f".filler-{uuid.uuid4().hex[:8]}"
+    with filler.open("wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+        except OSError:
+            pass
+        try:
+            while True:
+                handle.write(b"\0")
+        except OSError:
+            pass
+    return filler
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at path (root only, as in CI), unmounted afterwards."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=False)

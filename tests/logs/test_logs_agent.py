@@ -12,7 +12,10 @@ from collections import Counter
 from pathlib import Path
 
 import msgpack
+import pytest
 from logs_harness import Collector, Program, apache_line, forward, toml, wait_for
+from shipyard_logs.decoder import FrameDecoder
+from shipyard_logs.forward import Limits
 
 ID = re.compile(r"id=(\d+)|garbage-(\d+)")
 
@@ -178,7 +181,9 @@ def test_agent_records_and_throughput(tmp_path, collector_factory):
     print(f"\nagent -> collector: {total} lines in {elapsed:.2f}s = {total / elapsed:,.0f} lines/s")
     _, tag, body = collector.lines()[0]
     assert tag == "apache.access"
-    assert json.loads(body) == {
+    record = json.loads(body)
+    assert record.pop("_record_id").endswith("-0")  # the first record of its chunk
+    assert record == {
         "host": "10.0.0.0",
         "user": None,
         "method": "GET",
@@ -259,15 +264,18 @@ class FakeCollector:
             threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
 
     def _serve(self, conn: socket.socket, number: int) -> None:
-        unpacker = forward.new_unpacker()
+        decoder = FrameDecoder(Limits())
         due: queue.Queue[tuple[float, str] | None] = queue.Queue()
         dropped = threading.Event()
         threading.Thread(target=self._ack, args=(conn, due, dropped), daemon=True).start()
         received = 0
         with conn:
             while data := _recv(conn):
-                unpacker.feed(data)
-                for frame in forward.iter_frames(unpacker):
+                decoder.feed(data)
+                frames = []
+                while decoder.busy:
+                    frames += decoder.step()
+                for frame in frames:
                     ids = [int(ID.search(r["path"]).group(1)) for _, r in frame.entries]
                     with self.lock:
                         self.frames.append((number, frame.chunk, ids))
@@ -433,7 +441,8 @@ def test_killed_repeatedly_during_a_backlog_the_collector_has_every_line_once(
 
 def tail_batches(tmp_path: Path, content: bytes, **settings: object) -> list[tuple[object, int]]:
     """Every batch one Tail makes of a file, with the file offset after it."""
-    from shipyard_logs import agent  # the harness put images/common on the path
+    from shipyard_logs.agent.config import load_config
+    from shipyard_logs.agent.tail import Batch, Tail
 
     tmp_path.mkdir(exist_ok=True)
     log = tmp_path / "access.log"
@@ -443,19 +452,21 @@ def tail_batches(tmp_path: Path, content: bytes, **settings: object) -> list[tup
     config_file.write_text(
         json.dumps({"pos_dir": str(tmp_path), "host": "h", **settings, "sources": [source]})
     )
-    config = agent.load_config(str(config_file), env={})
-    tail = agent.Tail(config.sources[0], config)
+    config = load_config(str(config_file), env={})
+    tail = Tail(config.sources[0], config)
     tail.refresh(scan=True)
     batches = []
     while True:
-        batch = agent.Batch()
+        batch = Batch()
         if not tail.read(batch):
             return batches
         batches.append((batch, tail.watchers[0].offset))
 
 
 def records(batch: object, tag: str) -> list[dict[str, object]]:
-    return [msgpack.unpackb(e, ext_hook=forward._ext_hook)[1] for e in batch.entries.get(tag, [])]
+    return [
+        msgpack.unpackb(e, ext_hook=forward.event_time_hook)[1] for e in batch.entries.get(tag, [])
+    ]
 
 
 def test_a_batch_ends_at_batch_lines_or_once_batch_bytes_is_reached(tmp_path):
@@ -484,3 +495,88 @@ def test_long_lines_are_cut_and_unparsed_lines_keep_their_place(tmp_path):
     unparsed = [r["message"] for r in records(batch, "apache.access.unparsed")]
     assert unparsed == ["garbage-1", "x" * (len(good) + 1), ""]
     assert [r["source_host"] for r in records(batch, "apache.access")] == ["h", "h"]
+
+
+# ------------------------------------------------------------------ positions, in-flight file
+
+
+def test_a_position_reads_in_the_order_of_its_line(tmp_path):
+    from shipyard_logs.agent.positions import Position, read_positions, render_positions
+
+    pos = tmp_path / "a.pos"
+    pos.write_bytes(render_positions([Position("/var/log/a.log", offset=0x1F, inode=0x2A)]))
+    # fluentd's pos_file line: path, offset, inode, in hex.
+    assert pos.read_text() == "/var/log/a.log\t000000000000001f\t000000000000002a\n"
+    (position,) = read_positions(pos)
+    assert position == ("/var/log/a.log", 0x1F, 0x2A)
+    assert (position.offset, position.inode) == (0x1F, 0x2A)
+
+
+def test_an_inflight_file_of_an_older_agent_keeps_its_offsets_and_inodes(tmp_path):
+    from shipyard_logs.agent.positions import Position
+    from shipyard_logs.agent.shipper import read_inflight
+
+    # Written before positions took the order of the position file: (path, inode, offset).
+    older = {
+        "batches": [{"frames": [["c1", b"x"]], "positions": {"p.pos": [["/a", 7, 99]]}, "lines": 1}]
+    }
+    path = tmp_path / "inflight.msgpack"
+    path.write_bytes(msgpack.packb(older, use_bin_type=True))
+    (sent,) = read_inflight(path)
+    assert sent.positions == {"p.pos": [Position("/a", offset=99, inode=7)]}
+    assert sent.frames == [("c1", b"x")]
+
+
+def test_a_source_path_may_be_a_list_of_files_and_globs(tmp_path):
+    from shipyard_logs.agent.config import load_config
+    from shipyard_logs.agent.tail import Batch, Tail
+
+    (tmp_path / "fpm.log").write_text("from fpm\n")
+    (tmp_path / "php").mkdir()
+    (tmp_path / "php" / "error-1.log").write_text("from php one\n")
+    (tmp_path / "php" / "error-2.log").write_text("from php two\n")
+    config_file = tmp_path / "agent.toml"
+    source = {
+        "path": [str(tmp_path / "fpm.log"), str(tmp_path / "php" / "*.log")],
+        "tag": "php.error",
+        "read_from_head": True,
+    }
+    config_file.write_text(toml({"pos_dir": str(tmp_path), "host": "h", "sources": [source]}))
+    config = load_config(str(config_file), env={})
+    assert config.sources[0].paths == (str(tmp_path / "fpm.log"), str(tmp_path / "php/*.log"))
+    tail = Tail(config.sources[0], config)
+    tail.refresh(scan=True)
+    batch = Batch()
+    assert tail.read(batch) == 3
+    messages = sorted(r["message"] for r in records(batch, "php.error"))
+    assert messages == ["from fpm", "from php one", "from php two"]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ('["/a.log", 1]', "sources[0].path must be a string or a list of strings"),
+        ("[]", "sources[0].path is required"),
+        ('" , "', "sources[0].path is required"),
+        ("7", "sources[0].path must be a string or a list of strings"),
+    ],
+)
+def test_a_bad_source_path_is_refused_naming_it(tmp_path, path, message):
+    from shipyard_logs.agent.config import load_config
+    from shipyard_logs.config import ConfigError
+
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(f'[[sources]]\npath = {path}\ntag = "t"\n')
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(str(config_file), env={})
+
+
+@pytest.mark.parametrize("tag", ["bad tag", "../up", "a..b", "a.", ""])
+def test_a_tag_that_is_no_fluentd_tag_is_refused_naming_it(tmp_path, tag):
+    from shipyard_logs.agent.config import load_config
+    from shipyard_logs.config import ConfigError
+
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(toml({"sources": [{"path": "/a.log", "tag": tag}]}))
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.tag"):
+        load_config(str(config_file), env={})

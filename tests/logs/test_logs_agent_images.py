@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import docker, run_playbook
+from helpers import docker, run_playbook, wait_ready
 from logs_harness import Collector, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -98,23 +98,6 @@ def wait_healthy(container: str, timeout: float = 180) -> None:
         return current.get("Health", {}).get("Status") == "healthy"
 
     wait_for(healthy, timeout, f"{container} to turn healthy", interval=0.5)
-
-
-def wait_ready(container: str, timeout: float = 180) -> None:
-    """Until the container's supervisor says every service is ready (`status --wait`).
-
-    Docker's health state lags a 30 s HEALTHCHECK interval; the supervisor answers
-    the moment the last service is ready.
-    """
-    wait = ["/usr/local/bin/shipyard-init", "status", "--wait", f"{timeout:g}"]
-    proc = subprocess.run(
-        ["docker", "exec", container, *wait],
-        capture_output=True,
-        text=True,
-        timeout=timeout + 30,
-        check=False,
-    )
-    assert proc.returncode == 0, f"{container}: {proc.stdout.strip()}\n{logs(container)[-3000:]}"
 
 
 def address(container: str) -> str:

@@ -2,10 +2,12 @@
 
 import gzip
 import json
+import zlib
 
 import msgpack
 import pytest
 from logs_harness import forward
+from shipyard_logs.decoder import FrameDecoder, decode_all
 from shipyard_logs.forward import EventTime, ForwardError, Limits
 from shipyard_logs.parsers import parse_apache2, parse_apache_error, parse_json, parse_none
 
@@ -16,11 +18,14 @@ ENTRIES = [(T1, {"message": "one", "n": 1}), (T2, {"message": "two", "nested": {
 
 def decode_stream(data: bytes, piece: int = 7) -> list[forward.Frame]:
     """Feed the bytes in small pieces, as a socket may deliver them."""
-    unpacker = forward.new_unpacker()
+    decoder = FrameDecoder(Limits())
     frames = []
     for start in range(0, len(data), piece):
-        forward.feed(unpacker, data[start : start + piece])
-        frames.extend(forward.iter_frames(unpacker))
+        decoder.feed(data[start : start + piece])
+        while decoder.busy:
+            frames.extend(decoder.step())
+    assert not decoder.in_frame, "the data ended inside a frame"
+    assert not decoder.invalid, decoder.invalid
     return frames
 
 
@@ -63,7 +68,9 @@ def test_integer_and_float_times_are_accepted():
 def test_event_time_is_ext_type_0_with_big_endian_seconds_and_nanoseconds():
     packed = forward.packb(EventTime(0x01020304, 0x05060708))
     assert packed == b"\xd7\x00\x01\x02\x03\x04\x05\x06\x07\x08"  # fixext 8, type 0
-    assert msgpack.unpackb(packed, ext_hook=forward._ext_hook) == EventTime(0x01020304, 0x05060708)
+    assert msgpack.unpackb(packed, ext_hook=forward.event_time_hook) == EventTime(
+        0x01020304, 0x05060708
+    )
     assert float(EventTime(10, 500_000_000)) == 10.5
     with pytest.raises(ForwardError):
         EventTime.from_bytes(b"\x00" * 7)
@@ -103,7 +110,7 @@ def test_entries_packed_by_hand_are_the_bytes_msgpack_makes():
     packer = msgpack.Packer(default=forward._default, use_bin_type=True)
     assert stream == b"".join(packer.pack([t, r]) for t, r in entries)
     assert size == 3
-    unpacker = msgpack.Unpacker(raw=False, ext_hook=forward._ext_hook)
+    unpacker = msgpack.Unpacker(raw=False, ext_hook=forward.event_time_hook)
     unpacker.feed(stream)
     assert [tuple(obj) for obj in unpacker] == entries
 
@@ -125,31 +132,30 @@ def test_event_times_decode_exactly_past_the_cache_bound():
     (frame,) = decode_stream(forward.encode_packed_forward("t", entries), piece=4096)
     assert frame.entries == entries
     assert len(forward._event_times) <= forward.MAX_CACHED_EVENT_TIMES
-    bad = forward.packb(["t", msgpack.ExtType(0, bytes.fromhex("00000001 3b9aca00")), {}])
-    with pytest.raises(ForwardError, match="out of range"):
-        decode_stream(bad)
 
 
 def bad_frames() -> list[tuple[str, bytes]]:
     stream, _ = forward.pack_entries(ENTRIES)
+    zipped = gzip.compress(stream)
     pack = forward.packb
     return [
         ("not msgpack", b"\xc1\xc1\xc1"),
         ("map instead of array", pack({"tag": "x"})),
         ("one-item array", pack(["x"])),
+        ("five-item array", pack(["x", 1, {}, {}, 5])),
         ("empty tag", pack(["", 1, {}])),
         ("tag not a string", pack([7, 1, {}])),
-        ("record not a map", pack(["t", 1, "text"])),
-        ("time not a number", pack(["t", "yesterday", {}])),
-        ("entry of three items", pack(["t", [[1, {}, 3]]])),
+        ("tag too long", pack(["t" * 1025, 1, {}])),
+        ("Message without record", pack(["t", 1])),
         ("option not a map", pack(["t", 1, {}, "opt"])),
         ("items after option", pack(["t", [[1, {}]], {}, 5])),
         ("truncated packed stream", pack(["t", stream[:-3]])),
         ("garbage packed stream", pack(["t", b"\xc1" * 10])),
         ("unknown compression", pack(["t", stream, {"compressed": "lz4"}])),
         ("bad gzip", pack(["t", b"\x1f\x8b\x08garbage", {"compressed": "gzip"}])),
-        ("truncated gzip", pack(["t", gzip.compress(stream)[:-6], {"compressed": "gzip"}])),
-        ("EventTime of 7 bytes", b"\x93\xa1t\xc7\x07\x00" + b"\x00" * 7 + b"\x80"),
+        ("truncated gzip", pack(["t", zipped[:-6], {"compressed": "gzip"}])),
+        ("gzip, then garbage", pack(["t", zipped + b"xx", {"compressed": "gzip"}])),
+        ("unhashable map key", b"\x93\xa1t\x01\x81\x90\x01"),
     ]
 
 
@@ -159,22 +165,183 @@ def test_malformed_frames_raise_forward_error(why, data):
         decode_stream(data, piece=len(data))
 
 
+def invalid_events() -> list[tuple[str, bytes, str]]:
+    pack = forward.packb
+    chunk = pack({"chunk": "c"})
+    bad_time = msgpack.ExtType(0, bytes.fromhex("00000001 3b9aca00"))  # 10**9 nanoseconds
+    return [
+        ("record not a map", pack(["t", 1, "text", {"chunk": "c"}]), "must be a map"),
+        ("time not a number", pack(["t", "yesterday", {}, {"chunk": "c"}]), "not a number"),
+        ("time a bool", pack(["t", True, {}, {"chunk": "c"}]), "not a number"),
+        ("EventTime out of range", pack(["t", bad_time, {}, {"chunk": "c"}]), "not a number"),
+        (
+            "EventTime of 7 bytes",
+            b"\x94\xa1t\xc7\x07\x00" + b"\x00" * 7 + b"\x80" + chunk,
+            "number",
+        ),
+        ("entry of three items", pack(["t", [[1, {}, 3]], {"chunk": "c"}]), "[time, record]"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("why", "data", "reason"), invalid_events(), ids=[w for w, _, _ in invalid_events()]
+)
+def test_invalid_events_are_dropped_and_their_frame_is_kept(why, data, reason):
+    # As fluentd's skip_invalid_event: resending could never succeed, so the
+    # frame is answered (its chunk acked) without the event.
+    frames, invalid = decode_all(data)
+    assert [(f.tag, f.entries, f.chunk) for f in frames] == [("t", [], "c")]
+    ((tag, why),) = invalid
+    assert tag == "t" and reason in why and invalid[tag, why] == 1, invalid
+
+
+def test_only_the_invalid_entries_of_a_frame_are_dropped():
+    entries = [[1, {"a": 1}], [2, "no map"], [3, {"b": 2}]]
+    for data in (
+        forward.packb(["t", entries, {"chunk": "c"}]),
+        forward.packb(["t", b"".join(forward.packb(e) for e in entries), {"chunk": "c"}]),
+    ):
+        (frame,), invalid = decode_all(data)
+        assert frame.entries == [(EventTime(1), {"a": 1}), (EventTime(3), {"b": 2})]
+        assert sum(invalid.values()) == 1
+
+
+def nested(depth: int) -> dict:
+    record: dict = {"leaf": 1}
+    for _ in range(depth - 1):
+        record = {"n": record}
+    return record
+
+
+def frames_of(mode: str, entries: list) -> bytes:
+    """Message frames, a Forward frame, or (mode "stream") a PackedForward stream."""
+    packer = msgpack.Packer(default=forward._default, use_bin_type=True)
+    if mode == "Message":
+        return b"".join(
+            packer.pack(["t", t, r, {"chunk": f"m{n}"}]) for n, (t, r) in enumerate(entries)
+        )
+    if mode == "Forward":
+        return packer.pack(["t", [[t, r] for t, r in entries], {"chunk": "f"}])
+    return b"".join(packer.pack([t, r]) for t, r in entries)
+
+
+MODES = ["Message", "Forward", "PackedForward", "CompressedPackedForward"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_record_nested_too_deep_is_dropped_cleanly(mode):
+    # About 1,000 levels: within msgpack's reach, past json's. msgpack's
+    # packer stops at 512 levels, so the deep record is put in by hand.
+    too_deep = b"\x81\xa1n" * 999 + b"\x81\xa4leaf\x01"
+    marker = {"replace": "me"}
+    shallow = [(T1, {"ok": 1}), (T1, nested(64)), (T1, {"l": [[[[1]]]]})]
+    entries = [shallow[0], (T1, marker), *shallow[1:]]
+    if mode in ("Message", "Forward"):
+        data = frames_of(mode, entries).replace(msgpack.packb(marker), too_deep)
+    else:
+        stream = frames_of("stream", entries).replace(msgpack.packb(marker), too_deep)
+        option = {"chunk": "p"}
+        if mode == "CompressedPackedForward":
+            stream, option = gzip.compress(stream), {"chunk": "p", "compressed": "gzip"}
+        data = forward.packb(["t", stream, option])
+    frames, invalid = decode_all(data, Limits(max_depth=64))
+    kept = [r for f in frames for _, r in f.entries]
+    assert kept == [r for _, r in shallow]
+    assert invalid == {("t", "the record is nested deeper than max_depth (64)"): 1}
+    assert all(f.chunk is not None for f in frames)
+
+
+def test_nesting_past_what_msgpack_can_hold_closes_the_stream():
+    deep = b"\x93\xa1t\x01" + b"\x81\xa1n" * 2000 + b"\x80"
+    with pytest.raises(ForwardError):
+        decode_all(deep)
+
+
 def test_frame_over_the_size_limit_is_refused_while_buffering():
-    unpacker = forward.new_unpacker(Limits(max_frame_bytes=64 * 1024))
+    decoder = FrameDecoder(Limits(max_frame_bytes=64 * 1024))
     big = forward.encode_forward("t", [(T1, {"blob": "x" * 100_000})])
+    fed = 0
     with pytest.raises(ForwardError, match="max_frame_bytes"):
         for start in range(0, len(big), 8192):
-            forward.feed(unpacker, big[start : start + 8192])
-            list(forward.iter_frames(unpacker))
+            decoder.feed(big[start : start + 8192])
+            fed += 8192
+            while decoder.busy:
+                decoder.step()
+    assert fed <= 64 * 1024 + 2 * 8192  # refused while the frame was arriving
 
 
-def test_gzip_bomb_is_refused():
+def test_gzip_bomb_is_refused_by_size_and_by_ratio():
     stream, _ = forward.pack_entries([(T1, {"blob": "a" * 2_000_000})])
     data = forward.packb(["t", gzip.compress(stream), {"compressed": "gzip"}])
-    with pytest.raises(ForwardError, match="inflates"):
-        forward.decode_frame(
-            msgpack.unpackb(data, raw=False), Limits(max_decompressed_bytes=1_000_000)
-        )
+    with pytest.raises(ForwardError, match="inflates past 1000000"):
+        decode_all(data, Limits(max_decompressed_bytes=1_000_000))
+    with pytest.raises(ForwardError, match="inflates past"):
+        decode_all(data, Limits(max_compression_ratio=50))
+    (frame,), _ = decode_all(data, Limits(max_compression_ratio=5000))
+    assert frame.entries[0][1]["blob"] == "a" * 2_000_000
+
+
+def test_a_large_gzip_bomb_is_refused_within_its_first_mebibytes():
+    # 300 MiB of one entry again and again, which gzip makes about 300 KiB:
+    # refused once the inflated bytes outgrow 100 times the compressed bytes
+    # read so far.
+    packer = zlib.compressobj(9, wbits=31)
+    entries = forward.packb([T1, {"m": "x" * 1000}]) * 1000  # a MiB
+    payload = b"".join(packer.compress(entries) for _ in range(300)) + packer.flush()
+    assert len(payload) < 2 * 1024 * 1024
+    decoder = FrameDecoder(Limits())
+    decoder.feed(forward.packb(["t", payload, {"compressed": "gzip", "chunk": "b"}]))
+    steps = 0
+    with pytest.raises(ForwardError, match="max_compression_ratio"):
+        while decoder.busy:
+            decoder.step()
+            steps += 1
+    assert steps <= 40  # each step inflates at most 64 KiB: stopped within 2.5 MiB
+
+
+def test_a_frame_of_little_but_invalid_events_is_refused():
+    for data in (
+        forward.packb(["t", bytes(20_000), {"chunk": "z"}]),
+        forward.packb(["t", [0] * 20_000, {"chunk": "z"}]),
+    ):
+        with pytest.raises(ForwardError, match="more than 10000 invalid events in one frame"):
+            decode_all(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("array", b"\x93\xa1t\x01\x81\xa1k\xdd\xff\xff\xff\xff"),
+        ("map", b"\x93\xa1t\x01\xdf\xff\xff\xff\xff"),
+        ("entries", b"\x92\xa1t\xdd\x7f\xff\xff\xff"),
+        ("ext", b"\x93\xa1t\x01\x81\xa1k\xc9\xff\xff\xff\xff\x00"),
+    ],
+)
+def test_huge_declared_counts_are_refused_before_the_items(name, data):
+    decoder = FrameDecoder(Limits())
+    decoder.feed(data + b"\x00" * 1024)
+    with pytest.raises(ForwardError, match=r"exceeds max_|declares"):
+        while decoder.busy:
+            decoder.step()
+    assert decoder.memory() < 1024 * 1024, name
+
+
+@pytest.mark.parametrize(("name", "head"), [("str", b"\xdb"), ("bin", b"\xc6")])
+def test_huge_declared_sizes_cost_no_more_than_the_bytes_sent(name, head):
+    # A string's bytes are not allocated before they arrive: a declared 4 GiB
+    # costs what the peer sends, and the frame limit ends it.
+    limits = Limits(max_frame_bytes=256 * 1024)
+    decoder = FrameDecoder(limits)
+    decoder.feed(b"\x93\xa1t\x01\x81\xa1k" + head + b"\xff\xff\xff\xff")
+    sent = 0
+    with pytest.raises(ForwardError, match="max_frame_bytes"):
+        while sent < 10 * limits.max_frame_bytes:
+            decoder.feed(b"x" * 8192)
+            sent += 8192
+            while decoder.busy:
+                decoder.step()
+            assert decoder.memory() <= sent + 16 * 1024
+    assert sent <= limits.max_frame_bytes + 3 * 64 * 1024, name
 
 
 # ------------------------------------------------------------------ parsers

@@ -24,7 +24,7 @@ from typing import Any
 
 import boto3
 import pytest
-from helpers import PlaybookRun, docker, run_playbook
+from helpers import PlaybookRun, docker, run_playbook, wait_ready
 from logs_harness import ForwardClient, forward, wait_for
 from shipyard_logs.forward import EventTime
 
@@ -70,23 +70,6 @@ def logs(container: str) -> str:
         ["docker", "logs", container], capture_output=True, text=True, check=False
     )
     return proc.stdout + proc.stderr
-
-
-def wait_ready(container: str, timeout: float = 90) -> None:
-    """Until the container's supervisor says every service is ready (`status --wait`).
-
-    Docker's health state lags a 30 s HEALTHCHECK interval; the supervisor answers
-    the moment the last service is ready.
-    """
-    wait = ["/usr/local/bin/shipyard-init", "status", "--wait", f"{timeout:g}"]
-    proc = subprocess.run(
-        ["docker", "exec", container, *wait],
-        capture_output=True,
-        text=True,
-        timeout=timeout + 30,
-        check=False,
-    )
-    assert proc.returncode == 0, f"{container}: {proc.stdout.strip()}\n{logs(container)[-3000:]}"
 
 
 def published(container: str, port: str) -> int:
@@ -367,6 +350,45 @@ def test_closed_slice_is_uploaded_gzipped_with_the_lifecycle_rule(stack: Stack, 
         f"{local} to be removed after its upload",
         interval=0.3,
     )
+
+
+PUT_TWICE = """
+import json, sys
+sys.path.insert(0, "/usr/local/lib/shipyard")
+import botocore
+from shipyard_logs.uploader import S3Settings, make_client, put_part
+settings = S3Settings(
+    bucket=sys.argv[1], endpoint_url="http://s3:5000", access_key_id="k", secret_access_key="s"
+)
+client = make_client(settings)
+client.create_bucket(Bucket=settings.bucket)
+rel = "logs/20260102/web-03.log"
+first = put_part(client, settings, rel, 0, b"one\\n")
+# The same part again with a late record appended: the key is taken, and
+# its object holds a prefix of these bytes, so only that prefix counts.
+again = put_part(client, settings, rel, 0, b"one\\ntwo\\n")
+listing = client.list_objects_v2(Bucket=settings.bucket)["Contents"]
+head = client.head_object(Bucket=settings.bucket, Key=first[0])
+print(json.dumps({
+    "botocore": botocore.__version__,
+    "first": first,
+    "again": again,
+    "keys": [o["Key"] for o in listing],
+    "metadata": head["Metadata"],
+}))
+"""
+
+
+def test_conditional_puts_work_between_the_images(stack: Stack):
+    """The collector image's botocore and the s3 image's moto agree on If-None-Match."""
+    bucket = f"conditional-{uuid.uuid4().hex[:8]}"
+    found = json.loads(exec_text(stack.collector, "python3", "-c", PUT_TWICE, bucket))
+    key = "logs/20260102/web-03.log.gz"
+    assert found["first"] == [key, 4]
+    assert found["again"] == [key, 4]
+    assert found["keys"] == [key]
+    assert found["metadata"]["shipyard-end"] == "4"
+    print(f"botocore {found['botocore']} in the collector image")
 
 
 def test_report_runs_in_the_collector_container(stack: Stack, shipped: str):

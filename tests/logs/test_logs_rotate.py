@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from logs_harness import COMMON, PYTHON, Program, toml, wait_for
-from shipyard_logs.agent import render_positions
+from shipyard_logs.agent.positions import Position, render_positions
 from shipyard_logs.config import ConfigError
 from shipyard_logs.rotate import Rotator, load_config, parse_size, rotate_file
 from test_logs_agent import Agent, shipped_ids
@@ -183,7 +183,9 @@ def test_rotation_waits_for_the_agent_until_max_size(tmp_path):
     rotator.run_once()
     assert log.stat().st_ino == first, "rotated before the agent knew the file"
 
-    (pos_dir / "error.pos").write_bytes(render_positions([(str(log), first, 10)]))
+    (pos_dir / "error.pos").write_bytes(
+        render_positions([Position(str(log), offset=10, inode=first)])
+    )
     rotator.run_once()
     assert log.stat().st_ino != first
     assert [p.stat().st_ino for p in rotated(log)] == [first]
@@ -206,7 +208,9 @@ def test_a_generation_the_agent_has_not_read_is_kept(tmp_path):
     pending = generations[0]
     size = pending.stat().st_size
     pos = pos_dir / "error.pos"
-    pos.write_bytes(render_positions([(str(log), pending.stat().st_ino, size - 1)]))
+    pos.write_bytes(
+        render_positions([Position(str(log), offset=size - 1, inode=pending.stat().st_ino)])
+    )
     config = load_config(
         str(
             config_file(
@@ -223,7 +227,9 @@ def test_a_generation_the_agent_has_not_read_is_kept(tmp_path):
     rotator.run_once()
     assert [p.exists() for p in generations] == [True, False, True, True]
 
-    pos.write_bytes(render_positions([(str(log), pending.stat().st_ino, size)]))
+    pos.write_bytes(
+        render_positions([Position(str(log), offset=size, inode=pending.stat().st_ino)])
+    )
     rotator.run_once()
     assert [p.exists() for p in generations] == [False, False, True, True]
 
@@ -252,7 +258,10 @@ def test_files_their_writer_rotates_are_only_pruned(tmp_path):
     rotator.run_once()
     assert sorted(p.name for p in tmp_path.glob("*.json")) == names[1:]
 
-    read = [(str(tmp_path / n), (tmp_path / n).stat().st_ino, 9) for n in names[1:3]]
+    read = [
+        Position(str(tmp_path / n), offset=9, inode=(tmp_path / n).stat().st_ino)
+        for n in names[1:3]
+    ]
     (pos_dir / "postgresql.pos").write_bytes(render_positions(read))
     rotator.run_once()
     assert sorted(p.name for p in tmp_path.glob("*.json")) == names[3:]

@@ -315,12 +315,12 @@ MATCH = '[[match]]\npattern = "a.**"\ntype = "file"\npath = "a"\n'
             "collector.match[1]: unknown key(s) colour",
         ),
         (
-            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\nbukket = "c"\n',
+            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "bkt"\nbukket = "c"\n',
             {},
             "collector.match[0].s3: unknown key(s) bukket",
         ),
         (
-            '[[match]]\npattern = "a"\ntype = "file"\n[match.s3]\nbucket = "b"\n',
+            '[[match]]\npattern = "a"\ntype = "file"\n[match.s3]\nbucket = "bkt"\n',
             {},
             "collector.match[0].s3 is only used with type s3",
         ),
@@ -335,16 +335,16 @@ MATCH = '[[match]]\npattern = "a.**"\ntype = "file"\npath = "a"\n'
             "collector.match[0].time_slice_wait: expected float",
         ),
         (
-            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\n'
-            '[[match]]\npattern = "b"\ntype = "s3"\npath = "b"\n[match.s3]\nbucket = "b"\n',
+            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "bkt"\n'
+            '[[match]]\npattern = "b"\ntype = "s3"\npath = "b"\n[match.s3]\nbucket = "bkt"\n',
             {},
-            'collector.match[1].s3.prefix "" in bucket "b" is used by match[0]',
+            'collector.match[1].s3.prefix "" in bucket "bkt" is used by match[0]',
         ),
         ('match = "a.**"\n', {}, "collector.match must be an array of tables"),
-        ('[s3]\nbucket = "b"\n' + MATCH, {}, "collector.s3.bucket is not used with [[match]]"),
+        ('[s3]\nbucket = "bkt"\n' + MATCH, {}, "collector.s3.bucket is not used with [[match]]"),
         (
             MATCH,
-            {"SHIPYARD_COLLECTOR_S3_BUCKET": "b"},
+            {"SHIPYARD_COLLECTOR_S3_BUCKET": "bkt"},
             "collector.s3.bucket is not used with [[match]]",
         ),
         (
@@ -363,13 +363,13 @@ MATCH = '[[match]]\npattern = "a.**"\ntype = "file"\npath = "a"\n'
             "SHIPYARD_COLLECTOR_MATCH_0_PATTERN: expected SHIPYARD_COLLECTOR_MATCH_<N>_S3_<KEY>",
         ),
         (
-            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\n'
+            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "bkt"\n'
             'secret_access_key_file = "/nonexistent/secret"\naccess_key_id = "k"\n',
             {},
             "collector.match[0].s3.secret_access_key_file: cannot read /nonexistent/secret",
         ),
         (
-            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\n'
+            '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "bkt"\n'
             'access_key_id = "k"\n',
             {},
             "collector.match[0].s3: access_key_id and secret_access_key go together",
@@ -386,7 +386,7 @@ def test_empty_secret_file_is_refused_naming_the_key(tmp_path: Path):
     empty = tmp_path / "empty"
     empty.write_text("\n")
     config = (
-        '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\n'
+        '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "bkt"\n'
         f'access_key_id_file = "{empty}"\nsecret_access_key = "s"\n'
     )
     assert check_config(tmp_path, config, {}) == (
@@ -418,7 +418,7 @@ def test_secrets_come_from_files_and_per_match_environment(tmp_path: Path):
     secret.write_text("from-file\n")
     config = tmp_path / "c.toml"
     config.write_text(
-        '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "b"\nprefix = "p"\n'
+        '[[match]]\npattern = "a"\ntype = "s3"\n[match.s3]\nbucket = "bkt"\nprefix = "p"\n'
         f'secret_access_key_file = "{secret}"\n'
     )
     loaded = load_config(str(config), env={"SHIPYARD_COLLECTOR_MATCH_0_S3_ACCESS_KEY_ID": "id"})
@@ -428,7 +428,7 @@ def test_secrets_come_from_files_and_per_match_environment(tmp_path: Path):
     assert (match.s3.prefix, match.s3.rule_id) == ("p/", "shipyard-archive-logs:p/")
     assert "from-file" not in repr(loaded)
     env = {
-        "SHIPYARD_COLLECTOR_S3_BUCKET": "b",
+        "SHIPYARD_COLLECTOR_S3_BUCKET": "bkt",
         "SHIPYARD_COLLECTOR_S3_PREFIX": "p",
         "SHIPYARD_COLLECTOR_S3_ACCESS_KEY_ID": "id",
         "SHIPYARD_COLLECTOR_S3_SECRET_ACCESS_KEY_FILE": str(secret),

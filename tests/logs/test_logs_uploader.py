@@ -1,11 +1,22 @@
 """The collector's uploader against moto's S3 server: keys, idempotence, lifecycle, outages."""
 
 import gzip
+import hashlib
+import json
 import time
 import uuid
 from pathlib import Path
 
-from logs_harness import Collector, ForwardClient, MotoServer, forward, free_port, wait_for
+import pytest
+from logs_harness import (
+    Collector,
+    ForwardClient,
+    MotoServer,
+    S3Proxy,
+    forward,
+    free_port,
+    wait_for,
+)
 from shipyard_logs.forward import EventTime
 
 HOUR_10 = EventTime(1795168800)  # 2026-11-20T10:00:00+00:00, long closed
@@ -50,6 +61,10 @@ def body(s3, bucket: str, key: str) -> str:
     return gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).decode()
 
 
+def records(text: str) -> list[dict]:
+    return [json.loads(line.split("\t")[2]) for line in text.splitlines()]
+
+
 def test_closed_slices_are_uploaded_once_under_deterministic_keys(
     moto: MotoServer, collector_factory
 ):
@@ -65,22 +80,25 @@ def test_closed_slices_are_uploaded_once_under_deterministic_keys(
     assert set(found) == {key, "logs/20261120/db1-10.log.gz"}
     text = body(s3, bucket, key)
     assert [line.split("\t")[2] for line in text.splitlines()] == [
-        '{"m":"one","source_host":"web1"}',
-        '{"m":"two","source_host":"web1"}',
+        '{"m":"one","source_host":"web1","_record_id":"a-0"}',
+        '{"m":"two","source_host":"web1","_record_id":"a-1"}',
     ]
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["Metadata"] == {
+        "shipyard-slice": "logs/20261120/web1-10.log",
+        "shipyard-start": "0",
+        "shipyard-end": str(len(text.encode())),
+        "shipyard-sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }
     wait_for(lambda: not local.exists(), 10, "the local slice to be removed after the put")
 
-    # The same slice again (a crash between put and delete leaves it): same key, same bytes.
-    local.write_text(text)
-    wait_for(lambda: not local.exists(), 10, "the re-uploaded slice to be removed")
-    assert objects(s3, bucket) == found
-
-    # Late records for a slice already shipped must not overwrite it.
+    # Late records for a slice already shipped go to the part that starts
+    # where the first one ended, and never replace it.
     send(collector, "late", ["late"])
     after = wait_for(lambda: len(objects(s3, bucket)) == 3 and objects(s3, bucket), 20, "late part")
     (part,) = set(after) - set(found)
-    assert part.startswith("logs/20261120/web1-10.") and part.endswith(".log.gz")
-    assert '"m":"late"' in body(s3, bucket, part)
+    assert part == f"logs/20261120/web1-10.{len(text.encode()):012d}.log.gz"
+    assert [r["m"] for r in records(body(s3, bucket, part))] == ["late"]
     assert body(s3, bucket, key) == text
 
     (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
@@ -88,6 +106,118 @@ def test_closed_slices_are_uploaded_once_under_deterministic_keys(
     assert rule["Filter"] == {"Prefix": "logs/"}
     assert rule["Transitions"] == [{"Days": 7, "StorageClass": "GLACIER"}]
     assert "testing-secret" not in collector.output()
+
+
+def all_records(s3, bucket: str) -> list[dict]:
+    return [r for key in sorted(objects(s3, bucket)) for r in records(body(s3, bucket, key))]
+
+
+@pytest.mark.parametrize("fault", ["lost answer", "collector killed"])
+def test_a_put_that_landed_unanswered_is_never_shipped_twice(
+    moto: MotoServer, collector_factory, fault: str
+):
+    """S3 stored the part, the collector never heard so, and late records came in between."""
+    bucket = f"logs-{uuid.uuid4().hex[:12]}"
+    proxy = S3Proxy(moto.port).start()
+    try:
+        # The botocore client tries a put twice: both answers are lost.
+        proxy.hold, proxy.drops = "/web1-10.log.gz", 2
+        settings = s3_settings(proxy.url, bucket)
+        collector = collector_factory(**settings).start()
+        s3 = moto.client()
+        send(collector, "first", ["one", "two"])
+        assert proxy.stored.wait(20), collector.output()
+        # The put is in S3, its answer held: more records for the same slice arrive.
+        send(collector, "late", ["three"])
+        if fault == "collector killed":
+            collector.kill()  # between the put and the local clean-up
+            proxy.release.set()
+            collector.start()
+        else:
+            proxy.release.set()  # the answer never comes: the uploader retries
+        wait_for(
+            lambda: sorted(r["m"] for r in all_records(s3, bucket)) == ["one", "three", "two"],
+            30,
+            "every record in S3",
+        )
+        local = collector.root / "logs" / "20261120" / "web1-10.log"
+        wait_for(lambda: not local.exists(), 10, "the slice to be released")
+        time.sleep(1.0)  # a few more upload rounds: nothing more may appear
+        assert sorted(r["_record_id"] for r in all_records(s3, bucket)) == [
+            "first-0",
+            "first-1",
+            "late-0",
+        ]
+        first = "logs/20261120/web1-10.log.gz"
+        assert [r["m"] for r in records(body(s3, bucket, first))] == ["one", "two"]
+    finally:
+        proxy.stop()
+
+
+def test_uploads_resume_after_the_bucket_disappears(moto: MotoServer, collector_factory):
+    bucket = f"logs-{uuid.uuid4().hex[:12]}"
+    collector = collector_factory(**s3_settings(moto.url, bucket)).start()
+    s3 = moto.client()
+    send(collector, "a", ["before"])
+    wait_for(lambda: len(objects(s3, bucket)) == 1, 20, "the first upload")
+    before = all_records(s3, bucket)
+    for key in objects(s3, bucket):
+        s3.delete_object(Bucket=bucket, Key=key)
+    s3.delete_bucket(Bucket=bucket)  # as when moto restarts
+    send(collector, "b", ["after"], host="db1")
+    wait_for(lambda: len(objects(s3, bucket)) == 1, 20, "the bucket back and the slice in it")
+    assert [r["m"] for r in before + all_records(s3, bucket)] == ["before", "after"]
+    wait_for(lambda: lifecycle_rules(s3, bucket), 10, "the lifecycle rule set again")
+    assert "not ready" in collector.output() or "failed" in collector.output()
+
+
+def test_a_key_without_lifecycle_permission_uploads_and_warns(tmp_path: Path, collector_factory):
+    # moto checks keys after 4 requests: its readiness probe (one) and the three IAM calls.
+    server = MotoServer(tmp_path, env={"INITIAL_NO_AUTH_ACTION_COUNT": "4"}).start()
+    try:
+        iam = server.client("iam")
+        iam.create_user(UserName="shipper")
+        deny_lifecycle = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                {
+                    "Effect": "Deny",
+                    "Action": ["s3:GetLifecycleConfiguration", "s3:PutLifecycleConfiguration"],
+                    "Resource": "*",
+                },
+            ],
+        }
+        iam.put_user_policy(
+            UserName="shipper", PolicyName="no-lifecycle", PolicyDocument=json.dumps(deny_lifecycle)
+        )
+        key = iam.create_access_key(UserName="shipper")["AccessKey"]
+        settings = s3_settings(server.url, "logs-no-lifecycle")
+        settings["s3"]["access_key_id"] = key["AccessKeyId"]  # type: ignore[index]
+        settings["s3"]["secret_access_key"] = key["SecretAccessKey"]  # type: ignore[index]
+        collector = collector_factory(**settings).start()
+        send(collector, "a", ["shipped anyway"])
+        s3 = server.client("s3", key["AccessKeyId"], key["SecretAccessKey"])
+        wait_for(lambda: objects(s3, "logs-no-lifecycle"), 20, "the upload")
+        warning = "cannot set lifecycle rule shipyard-archive-logs"
+        assert warning in collector.output() and "AccessDenied" in collector.output()
+        assert key["SecretAccessKey"] not in collector.output()
+    finally:
+        server.stop()
+
+
+def test_a_key_taken_by_another_object_is_never_overwritten(moto: MotoServer, collector_factory):
+    bucket = f"logs-{uuid.uuid4().hex[:12]}"
+    s3 = moto.client()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="logs/20261120/web1-10.log.gz", Body=b"put by hand")
+    collector = collector_factory(**s3_settings(moto.url, bucket)).start()
+    send(collector, "a", ["mine"])
+    part = "logs/20261120/web1-10.000000000001.log.gz"
+    wait_for(lambda: part in objects(s3, bucket), 20, "the slice under the next free key")
+    assert [r["m"] for r in records(body(s3, bucket, part))] == ["mine"]
+    got = s3.get_object(Bucket=bucket, Key="logs/20261120/web1-10.log.gz")["Body"].read()
+    assert got == b"put by hand"
 
 
 def test_open_slices_stay_local(moto: MotoServer, collector_factory):

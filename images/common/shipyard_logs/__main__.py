@@ -12,7 +12,7 @@ USAGE = "usage: shipyard-logs {agent|collector|report} [--help | OPTIONS]"
 def command(name: str) -> Callable[[list[str] | None], int]:
     # Imported on demand: the agent's images carry no boto3, which report and collector use.
     if name == "agent":
-        from shipyard_logs.agent import main
+        from shipyard_logs.agent.cli import main
     elif name == "collector":
         from shipyard_logs.collector import main
     else:

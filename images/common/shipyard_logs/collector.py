@@ -4,6 +4,9 @@
 
 It accepts Message, Forward, PackedForward and CompressedPackedForward frames
 on TCP (default 0.0.0.0:24224) and answers heartbeats on UDP at the same port.
+Each listener may ask for fluentd's `<security>` handshake and TLS, and
+fence who may connect and which tags they may send (listeners.py); every
+connection is admitted, decoded and bounded as connection.py describes.
 Records land in `ROOT/logs/<time_slice_format>.log`, or with `[[match]]`
 tables in the store of the first match for their tag (routing.py); a frame
 carrying a `chunk` is acked only after its lines and its chunk id are fsync'd
@@ -22,6 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import os
 import signal
@@ -33,28 +39,58 @@ from pathlib import Path
 from typing import Any
 
 from . import forward
-from .config import ConfigError, config_from_cli, load_file, merge
-from .routing import MatchConfig, Router, TagMatcher, parse_matches, s3_settings
-from .slices import DEFAULT_TIME_SLICE_FORMAT, LayoutError, SliceLayout
+from .config import (
+    ABSOLUTE_PATH,
+    LOG_LEVEL,
+    PORT,
+    Between,
+    ConfigError,
+    Matches,
+    Setting,
+    config_from_cli,
+    load_file,
+    merge,
+)
+from .connection import Server
+from .listeners import TOP_DEFAULTS, ListenerConfig, limits_from, parse_listeners
+from .routing import TIME_SLICE_WAIT, MatchConfig, Router, TagMatcher, parse_matches, s3_settings
+from .slices import DEFAULT_TIME_SLICE_FORMAT, LayoutError, SliceLayout, StoreError, StoreResult
+from .stats import CollectorStats, StoreView
 from .uploader import RULE_ID, S3Settings, Uploader
 
 log = logging.getLogger("shipyard_logs.collector")
 
-READ_SIZE = 256 * 1024
 MAX_HEARTBEAT_BYTES = 1024
+# How long a read's frames wait for a store that cannot write (a full disk)
+# before their connection is closed unacked; the client then resends them.
+HOLD_SECONDS = 20.0
+MiB = 1024 * 1024
+_LIMITS = forward.Limits()
 
 DEFAULTS: dict[str, Any] = {
-    "bind": "0.0.0.0",  # noqa: S104 - a collector in a container serves its network
-    "port": 24224,
-    "root": "/var/log/shipyard",
-    "time_slice_format": DEFAULT_TIME_SLICE_FORMAT,
-    "time_slice_wait": 600.0,
-    "chunk_id_retention": 86400.0,
-    "max_chunk_ids": 1_000_000,
-    "max_frame_bytes": forward.DEFAULT_MAX_FRAME_BYTES,
-    "max_decompressed_bytes": forward.DEFAULT_MAX_DECOMPRESSED_BYTES,
+    **TOP_DEFAULTS,  # the main listener's keys and the decoder's bounds (listeners.py)
+    "bind": Setting(
+        "0.0.0.0",  # noqa: S104 - a collector in a container serves its network
+        Matches(r"[^\s/]+", "a host name or an IP address", 255),
+    ),
+    "port": Setting(24224, PORT),
+    "root": Setting("/var/log/shipyard", ABSOLUTE_PATH),
+    "time_slice_format": DEFAULT_TIME_SLICE_FORMAT,  # SliceLayout checks it
+    "time_slice_wait": Setting(600.0, TIME_SLICE_WAIT),
+    # A replay is recognised only while its chunk id is remembered.
+    "chunk_id_retention": Setting(86400.0, Between(60, 30 * 86400)),
+    # About 100 bytes of memory each, and 30 in the journal.
+    "max_chunk_ids": Setting(1_000_000, Between(1000, 10_000_000)),
+    "max_frame_bytes": Setting(_LIMITS.max_frame_bytes, Between(64 * 1024, 256 * MiB)),
+    "max_decompressed_bytes": Setting(
+        _LIMITS.max_decompressed_bytes, Between(64 * 1024, 1024 * MiB)
+    ),
     "heartbeat": True,
-    "log_level": "INFO",
+    # Added to every record of a frame with a chunk id: "<chunk>-<index>".
+    "record_id_key": Setting(
+        "_record_id", Matches(r"([A-Za-z_@][A-Za-z0-9_.@-]*)?", "empty or a record key", 64)
+    ),
+    "log_level": Setting("INFO", LOG_LEVEL),
 }
 
 
@@ -68,7 +104,11 @@ class CollectorConfig:
     chunk_id_retention: float
     max_chunk_ids: int
     limits: forward.Limits
+    listeners: tuple[ListenerConfig, ...]  # the main one (bind, port) first
+    max_connections: int
+    max_decode_memory: int
     heartbeat: bool
+    record_id_key: str
     log_level: str
     s3: S3Settings | None  # the top-level [s3]; always None with [[match]] tables
     # [[match]] tables in order; without any, one catch-all "**" match at root
@@ -82,7 +122,11 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> Collecto
     data = load_file(path or env.get("SHIPYARD_COLLECTOR_CONFIG"))
     s3_given = data.pop("s3", {})
     raw_matches = data.pop("match", None)
+    security, transport = data.pop("security", None), data.pop("transport", None)
+    extra_listeners = data.pop("listeners", None)
     top = merge(DEFAULTS, data, "SHIPYARD_COLLECTOR_", "collector", env)
+    limits = limits_from(top)
+    listeners = parse_listeners(top, security, transport, extra_listeners, env)
     # The top-level lifecycle rule keeps its historical id whatever the prefix.
     s3 = s3_settings(s3_given, "collector.s3", "SHIPYARD_COLLECTOR_S3_", env, rule_id=RULE_ID)
     try:
@@ -117,11 +161,12 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> Collecto
         time_slice_wait=float(top["time_slice_wait"]),
         chunk_id_retention=float(top["chunk_id_retention"]),
         max_chunk_ids=int(top["max_chunk_ids"]),
-        limits=forward.Limits(
-            max_frame_bytes=int(top["max_frame_bytes"]),
-            max_decompressed_bytes=int(top["max_decompressed_bytes"]),
-        ),
+        limits=limits,
+        listeners=listeners,
+        max_connections=int(top["max_connections"]),
+        max_decode_memory=int(top["max_decode_memory"]),
         heartbeat=bool(top["heartbeat"]),
+        record_id_key=str(top["record_id_key"]),
         log_level=str(top["log_level"]).upper(),
         s3=s3,
         matches=matches,
@@ -150,15 +195,24 @@ class Collector:
             config.chunk_id_retention,
             config.max_chunk_ids,
             unmatched_layout=config.layout if config.routed else None,
+            record_id_key=config.record_id_key,
         )
         # One writer thread owns the files of every store: commits are serialised, so file
         # lengths in the journal are exact, and fsync never blocks the loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
         self._udp: asyncio.DatagramTransport | None = None
         self._uploader_tasks: list[asyncio.Task[None]] = []
-        self._connections: set[asyncio.Task[Any]] = set()
-        self.lines = 0
+        self.server = Server(
+            config.limits, config.max_connections, config.max_decode_memory, self.store
+        )
+        self._uploaders: dict[str, Uploader] = {}
+        self._stats_task: asyncio.Task[None] | None = None
+        self.stats: CollectorStats | None = None
+
+    @property
+    def lines(self) -> int:
+        return self.server.lines
 
     async def writer(self, func: Any, *args: Any) -> Any:  # noqa: ANN401
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
@@ -166,16 +220,32 @@ class Collector:
     async def start(self) -> None:
         await self.writer(self.router.open)
         cfg = self.config
-        self._server = await asyncio.start_server(
-            self._handle, cfg.bind, cfg.port, reuse_address=True
-        )
+        for listener in cfg.listeners:
+            server = await asyncio.start_server(
+                self.server.handler(listener), listener.bind, listener.port, reuse_address=True
+            )
+            self._servers.append(server)
+            log.info(
+                "%s: listening on %s:%d (%s)",
+                listener.name,
+                listener.bind,
+                listener.port,
+                listener.describe(),
+            )
         if cfg.heartbeat:
             loop = asyncio.get_running_loop()
             self._udp, _ = await loop.create_datagram_endpoint(
                 HeartbeatProtocol, local_addr=(cfg.bind, cfg.port)
             )
         self._start_uploaders()
-        log.info("listening on %s:%d, writing under %s", cfg.bind, cfg.port, cfg.root)
+        views = [
+            StoreView(r.name, "s3" if r.s3 else "file", r.store, self._uploaders.get(r.name))
+            for r in self.router.all_routes
+        ]
+        self.stats = CollectorStats(cfg.root, views, lambda: len(self.server.connections))
+        self.server.stats = self.stats
+        self._stats_task = asyncio.create_task(self.stats.run())
+        log.info("writing under %s", cfg.root)
 
     def _start_uploaders(self) -> None:
         # Uploaders sharing a bucket share its lock: each rewrites the bucket's
@@ -186,6 +256,7 @@ class Collector:
                 continue
             lock = locks.setdefault((route.s3.endpoint_url, route.s3.bucket), asyncio.Lock())
             uploader = Uploader(route.store, self.writer, route.s3, route.time_slice_wait, lock)
+            self._uploaders[route.name] = uploader
             self._uploader_tasks.append(asyncio.create_task(uploader.run()))
             log.info(
                 "%s: uploading closed slices under %s to %r", route.name, route.store.root, route.s3
@@ -195,78 +266,104 @@ class Collector:
                 log.info("%s: keeping slices under %s", route.name, route.store.root)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         if self._udp is not None:
             self._udp.close()
-        for uploader in self._uploader_tasks:
-            uploader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await uploader
-        for task in list(self._connections):
+        for task in [*self._uploader_tasks, *filter(None, [self._stats_task])]:
             task.cancel()
-        if self._connections:
-            await asyncio.wait(self._connections, timeout=5)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        tasks = list(self.server.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
         await self.writer(self.router.close)
         self._executor.shutdown(wait=True)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        peername = writer.get_extra_info("peername")
-        peer = str(peername[0]) if isinstance(peername, tuple) else "unknown"
-        unpacker = forward.new_unpacker(self.config.limits)
-        try:
-            while data := await reader.read(READ_SIZE):
-                await self._receive(unpacker, data, peer, writer)
-        except forward.ForwardError as exc:
-            log.warning("closing connection from %s: malformed frame: %s", peer, exc)
-        except (ConnectionError, TimeoutError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            # A failed write (disk full, permissions) loses no data: nothing was
-            # acked, so the client resends. Other connections go on.
-            log.exception("closing connection from %s", peer)
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 2)
-            if task is not None:
-                self._connections.discard(task)
+    async def store(self, frames: list[forward.Frame], peer: str) -> StoreResult:
+        """Commit whole frames (held while the disk is full); the connection acks them after."""
+        result = await self._commit(frames, peer)
+        if result.duplicates:
+            log.info("dropped %d replayed records from %s", result.duplicates, peer)
+        return result
 
-    async def _receive(
-        self,
-        unpacker: Any,  # noqa: ANN401 - msgpack.Unpacker
-        data: bytes,
-        peer: str,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        forward.feed(unpacker, data)
-        frames: list[forward.Frame] = []
-        error: forward.ForwardError | None = None
-        try:
-            frames.extend(forward.iter_frames(unpacker, self.config.limits))
-        except forward.ForwardError as exc:
-            error = exc  # the frames before it are whole and still stored
-        if frames:
-            result = await self.writer(self.router.store, frames, peer)
-            self.lines += result.lines
-            if result.duplicates:
-                log.info("dropped %d replayed records from %s", result.duplicates, peer)
-            acks = b"".join(forward.encode_ack(f.chunk) for f in frames if f.chunk is not None)
-            if acks:
-                writer.write(acks)
-                await writer.drain()
-        if error is not None:
-            raise error
+    async def _commit(self, frames: list[forward.Frame], peer: str) -> StoreResult:
+        """Store the frames, waiting while a store cannot write (e.g. a full disk).
+
+        A failed commit is rolled back (slices.py), so a retry loses and repeats
+        nothing. The frames wait here, and their acks with them, up to
+        HOLD_SECONDS, trying again with a growing pause: space that comes back
+        is used at once, without the client's own back-off. Past that the
+        connection is closed unacked, and the client resends the frames later.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOLD_SECONDS
+        total = StoreResult()
+        pause = 0.1
+        while True:
+            try:
+                result = await self.writer(self.router.store, frames, peer)
+                break
+            except StoreError as exc:
+                total.add(exc.stored)
+                frames = exc.remaining
+                if loop.time() + pause > deadline:
+                    self._count(total)
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+        total.add(result)
+        self._count(total)
+        return total
+
+    def _count(self, result: StoreResult) -> None:
+        if self.stats is not None:
+            self.stats.count(result)
+
+
+# Decoded records are acyclic and live only until they are stored, so the
+# cyclic garbage collector has nothing to find in them; run by allocation
+# counts it would walk all of a large frame's objects again and again, for
+# tenths of a second each time. Young objects are still collected, the rest
+# on a timer.
+GC_THRESHOLDS = (100_000, 50, 1_000_000)
+GC_FULL_INTERVAL = 30.0
+
+
+# glibc raises its mmap threshold after freeing a large block, and the next
+# ones come from the heap, which keeps what a refused 16 MiB frame freed: a
+# fixed threshold keeps large buffers in mmap, so freeing them returns them.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
+
+
+def _libc() -> Any:  # noqa: ANN401 - ctypes.CDLL
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim"):
+            return libc
+    return None  # not glibc: its allocator's own ways
+
+
+async def _collect_garbage(libc: Any) -> None:  # noqa: ANN401 - ctypes.CDLL
+    while True:
+        await asyncio.sleep(GC_FULL_INTERVAL)
+        gc.collect()
+        if libc is not None:
+            libc.malloc_trim(0)
 
 
 async def serve(config: CollectorConfig) -> int:
+    gc.freeze()  # what start-up made is there to stay
+    gc.set_threshold(*GC_THRESHOLDS)
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     collector = Collector(config)
     await collector.start()
+    collecting = asyncio.create_task(_collect_garbage(libc))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -274,6 +371,7 @@ async def serve(config: CollectorConfig) -> int:
     started = time.monotonic()
     await stop.wait()
     log.info("stopping after %.0fs, %d lines stored", time.monotonic() - started, collector.lines)
+    collecting.cancel()
     await collector.stop()
     return 0
 

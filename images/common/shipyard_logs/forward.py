@@ -12,26 +12,22 @@ uint32 seconds then uint32 nanoseconds). A frame whose option carries `chunk`
 is answered with `{"ack": chunk}` once the receiver has stored it. The
 heartbeat is a UDP datagram to the same port, answered with the same bytes.
 
-Every decoder here is bounded: a frame, a string, an array or the gzip output
-larger than the configured limits raises ForwardError instead of growing the
-process without end.
+This module writes frames and defines their limits; decoder.py reads them,
+within those limits, a bounded step at a time. handshake.py has the
+`<security>` handshake that may come before the first frame.
 """
 
 from __future__ import annotations
 
 import gzip
 import struct
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 EVENT_TIME_EXT = 0
-DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
-DEFAULT_MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
-DEFAULT_MAX_ENTRIES = 1_000_000
 _EVENT_TIME = struct.Struct(">II")
 
 
@@ -70,11 +66,22 @@ class EventTime:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds that turn a hostile or broken peer into a clean error."""
+    """Bounds that turn a hostile or broken peer into a clean refusal (decoder.py).
 
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
-    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
-    max_entries: int = DEFAULT_MAX_ENTRIES
+    The defaults hold fluentd's and fluent-bit's usual chunks (8 MB, 2 MB)
+    with room to spare, while one frame's decoding stays within tens of MB.
+    """
+
+    max_frame_bytes: int = 16 * 1024 * 1024  # one frame on the wire
+    max_decompressed_bytes: int = 64 * 1024 * 1024  # one gzip payload, inflated
+    max_compression_ratio: float = 100.0  # inflated / compressed, past decoder.RATIO_GRACE
+    max_string_bytes: int = 4 * 1024 * 1024  # one str or ext value (and bin inside a payload)
+    # One array in a record. msgpack allocates a declared array before its
+    # items arrive, and arrays nest 1,024 deep: that product (8 MB at most
+    # here) is what this bounds, per connection.
+    max_array_length: int = 1024
+    max_map_length: int = 10_000  # one map: a record's keys
+    max_depth: int = 64  # maps and arrays in a record, the record itself counting 1
 
 
 @dataclass
@@ -84,6 +91,7 @@ class Frame:
     tag: str
     entries: list[tuple[EventTime, dict[str, Any]]]
     option: dict[str, Any] = field(default_factory=dict)
+    cost: int = 0  # bytes it holds, as the decoder estimated when it completed it
 
     @property
     def chunk(self) -> Any:  # noqa: ANN401 - a chunk id is whatever the client sent
@@ -96,11 +104,20 @@ _event_times: dict[bytes, EventTime] = {}
 MAX_CACHED_EVENT_TIMES = 4096
 
 
-def _ext_hook(code: int, data: bytes) -> Any:  # noqa: ANN401 - msgpack hook contract
+def event_time_hook(code: int, data: bytes) -> Any:  # noqa: ANN401 - msgpack hook contract
+    """msgpack's ext_hook: EventTime for ext type 0, the ExtType itself for anything else.
+
+    An ext 0 that is no valid EventTime stays an ExtType too: raising here
+    would leave msgpack's stream state undefined, and the decoder drops that
+    event as invalid instead.
+    """
     if code == EVENT_TIME_EXT:
         found = _event_times.get(data)
         if found is None:
-            found = EventTime.from_bytes(data)
+            try:
+                found = EventTime.from_bytes(data)
+            except ForwardError:
+                return msgpack.ExtType(code, data)
             if len(_event_times) >= MAX_CACHED_EVENT_TIMES:
                 _event_times.clear()  # nanosecond times rarely repeat: stay bounded
             _event_times[data] = found
@@ -114,18 +131,13 @@ def _default(obj: object) -> Any:  # noqa: ANN401 - msgpack hook contract
     raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
-def new_unpacker(limits: Limits = Limits()) -> msgpack.Unpacker:
-    """A streaming unpacker for a connection; strings come back as str.
-
-    Invalid UTF-8 is kept as surrogate escapes: a PackedForward payload sent as
-    a msgpack str (older clients do that) must survive as bytes.
-    """
+def new_unpacker(max_buffer_size: int = 1024 * 1024) -> msgpack.Unpacker:
+    """A streaming unpacker for what a client reads back: acks and handshake messages."""
     return msgpack.Unpacker(
         raw=False,
-        unicode_errors="surrogateescape",
-        ext_hook=_ext_hook,
+        ext_hook=event_time_hook,
         strict_map_key=False,
-        max_buffer_size=limits.max_frame_bytes,
+        max_buffer_size=max_buffer_size,
     )
 
 
@@ -218,161 +230,3 @@ def decode_ack(obj: object) -> Any:  # noqa: ANN401 - echoes the client's chunk 
     if not isinstance(obj, dict) or "ack" not in obj:
         raise ForwardError(f"not an ack: {obj!r:.200}")
     return obj["ack"]
-
-
-# ------------------------------------------------------------------ decoding
-
-
-def _event_time(value: object) -> EventTime:
-    if isinstance(value, EventTime):
-        return value
-    if isinstance(value, bool):
-        raise ForwardError("event time must be a number or EventTime, got bool")
-    if isinstance(value, int):
-        return EventTime(value, 0)
-    if isinstance(value, float):
-        return EventTime.from_float(value)
-    raise ForwardError(f"event time must be a number or EventTime, got {type(value).__name__}")
-
-
-def _record(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ForwardError(f"record must be a map, got {type(value).__name__}")
-    return value
-
-
-def _entry(value: object) -> tuple[EventTime, dict[str, Any]]:
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ForwardError("entry must be [time, record]")
-    return _event_time(value[0]), _record(value[1])
-
-
-def gunzip_members(data: bytes, max_bytes: int) -> bytes:
-    """Decompress one or more concatenated gzip members, refusing to exceed max_bytes."""
-    out: list[bytes] = []
-    total = 0
-    while data:
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            chunk = inflater.decompress(data, max_bytes - total + 1)
-        except zlib.error as exc:
-            raise ForwardError(f"bad gzip payload: {exc}") from exc
-        total += len(chunk)
-        if total > max_bytes or inflater.unconsumed_tail:
-            raise ForwardError(f"gzip payload inflates past {max_bytes} bytes")
-        if not inflater.eof:
-            raise ForwardError("truncated gzip payload")
-        out.append(chunk)
-        data = inflater.unused_data
-    return b"".join(out)
-
-
-def _packed_entries(
-    payload: object, option: dict[str, Any], limits: Limits
-) -> list[tuple[EventTime, dict[str, Any]]]:
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8", "surrogateescape")
-    if not isinstance(payload, bytes):
-        raise ForwardError("PackedForward entries must be bin or str")
-    compressed = option.get("compressed", "text")
-    if compressed == "gzip":
-        payload = gunzip_members(payload, limits.max_decompressed_bytes)
-    elif compressed != "text":
-        raise ForwardError(f"unsupported compression {compressed!r}")
-    unpacker = new_unpacker(Limits(max_frame_bytes=max(len(payload), 1)))
-    try:
-        unpacker.feed(payload)
-        entries, consumed = _stream_entries(unpacker, limits.max_entries)
-    except ForwardError:
-        raise
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise ForwardError(f"bad PackedForward stream: {exc!r}") from exc
-    # Iteration stops silently on a truncated trailing entry; that is corruption.
-    if consumed != len(payload):
-        raise ForwardError("PackedForward stream ends inside an entry")
-    return entries
-
-
-def _stream_entries(
-    unpacker: msgpack.Unpacker, max_entries: int
-) -> tuple[list[tuple[EventTime, dict[str, Any]]], int]:
-    """The entries of a PackedForward stream and the bytes they took.
-
-    One loop per entry, so the usual [EventTime, map] is checked inline rather
-    than through _entry's calls. The offset is taken after each entry: after a
-    truncated one, tell() counts the bytes it did read.
-    """
-    entries: list[tuple[EventTime, dict[str, Any]]] = []
-    append = entries.append
-    tell = unpacker.tell
-    consumed = 0
-    for item in unpacker:
-        consumed = tell()
-        if type(item) is list and len(item) == 2:
-            stamp, record = item
-            if type(stamp) is not EventTime or type(record) is not dict:
-                stamp, record = _entry(item)
-        else:
-            stamp, record = _entry(item)
-        append((stamp, record))
-        if len(entries) > max_entries:
-            raise ForwardError(f"more than {max_entries} entries in one frame")
-    return entries, consumed
-
-
-def decode_frame(obj: object, limits: Limits = Limits()) -> Frame:
-    """Validate one unpacked object as a frame and return its entries."""
-    if not isinstance(obj, list | tuple) or not 2 <= len(obj) <= 4:
-        raise ForwardError(f"frame must be an array of 2 to 4 items, got {type(obj).__name__}")
-    tag = obj[0]
-    if not isinstance(tag, str) or not tag:
-        raise ForwardError("tag must be a non-empty string")
-    second = obj[1]
-    if isinstance(second, list | tuple):  # Forward
-        option = _frame_option(obj, 2)
-        if len(second) > limits.max_entries:
-            raise ForwardError(f"more than {limits.max_entries} entries in one frame")
-        entries = [_entry(item) for item in second]
-    elif isinstance(second, bytes | str) and len(obj) <= 3:  # (Compressed)PackedForward
-        option = _frame_option(obj, 2)
-        entries = _packed_entries(second, option, limits)
-    else:  # Message
-        if len(obj) < 3:
-            raise ForwardError("Message frame needs [tag, time, record]")
-        option = _frame_option(obj, 3)
-        entries = [(_event_time(second), _record(obj[2]))]
-    return Frame(tag, entries, option)
-
-
-def _frame_option(obj: list[Any] | tuple[Any, ...], index: int) -> dict[str, Any]:
-    if len(obj) > index + 1:
-        raise ForwardError("frame has items after its option")
-    if len(obj) <= index or obj[index] is None:
-        return {}
-    option = obj[index]
-    if not isinstance(option, dict):
-        raise ForwardError("option must be a map")
-    return option
-
-
-def iter_frames(
-    unpacker: msgpack.Unpacker,
-    limits: Limits = Limits(),
-) -> Iterator[Frame]:
-    """Decode every complete frame buffered in unpacker; errors become ForwardError."""
-    while True:
-        try:
-            obj = next(unpacker)
-        except StopIteration:
-            return
-        except (ValueError, msgpack.UnpackException) as exc:
-            raise ForwardError(f"undecodable msgpack: {exc!r}") from exc
-        yield decode_frame(obj, limits)
-
-
-def feed(unpacker: msgpack.Unpacker, data: bytes) -> None:
-    """Buffer bytes from the socket; a frame over the size limit raises ForwardError."""
-    try:
-        unpacker.feed(data)
-    except msgpack.BufferFull as exc:
-        raise ForwardError("frame exceeds max_frame_bytes") from exc

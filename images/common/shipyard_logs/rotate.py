@@ -35,24 +35,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .agent import read_positions
-from .config import ConfigError, config_from_cli, load_file, merge
+from .agent.positions import read_positions
+from .config import (
+    LOG_LEVEL,
+    OPTIONAL_PATH,
+    Between,
+    ConfigError,
+    Setting,
+    config_from_cli,
+    load_file,
+    merge,
+)
 
 log = logging.getLogger("shipyard_logs.rotate")
 
 DEFAULTS: dict[str, Any] = {
-    "interval": 10.0,
+    "interval": Setting(10.0, Between(0.1, 86400)),
     "size": "10M",
     "max_size": "",  # default: 4 x size
-    "keep": 4,
-    "pos_dir": "/var/lib/shipyard/log-agent",  # "" = no agent to wait for
-    "log_level": "INFO",
+    # The newest generation is still being written until the writer reopens.
+    "keep": Setting(4, Between(1, 1000)),
+    "pos_dir": Setting("/var/lib/shipyard/log-agent", OPTIONAL_PATH),  # "" = no agent
+    "log_level": Setting("INFO", LOG_LEVEL),
 }
 FILE_DEFAULTS: dict[str, Any] = {
     "path": "",
     "rotate": True,
     "reopen_signal": "",
-    "reopen_pid_file": "",
+    "reopen_pid_file": Setting("", OPTIONAL_PATH),
     "reopen_command": [],
 }
 UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -138,11 +148,6 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> RotateCo
     max_size = parse_size(top["max_size"], "max_size") if top["max_size"] else 4 * size
     if max_size < size:
         raise ConfigError("rotate.max_size must not be smaller than rotate.size")
-    if top["keep"] < 1:
-        # The newest generation is still being written until the writer reopens.
-        raise ConfigError("rotate.keep must be at least 1")
-    if top["interval"] <= 0:
-        raise ConfigError("rotate.interval must be positive")
     return RotateConfig(
         interval=float(top["interval"]),
         size=size,
@@ -163,7 +168,8 @@ def agent_offsets(pos_dir: Path | None) -> dict[int, int] | None:
         return None
     offsets: dict[int, int] = {}
     for pos_file in sorted(pos_dir.glob("*.pos")):
-        for _path, inode, offset in read_positions(pos_file):
+        for position in read_positions(pos_file):
+            inode, offset = position.inode, position.offset
             offsets[inode] = min(offset, offsets.get(inode, offset))
     return offsets
 

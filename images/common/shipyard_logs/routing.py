@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, merge
+from .config import Between, ConfigError, Matches, OneOf, Setting, merge
 from .forward import Frame
-from .slices import LayoutError, SliceLayout, SliceStore, StoreResult
+from .slices import LayoutError, SliceLayout, SliceStore, StoreError, StoreResult
 from .uploader import RULE_ID, S3_DEFAULTS, S3Settings
 
 log = logging.getLogger("shipyard_logs.routing")
@@ -38,6 +38,10 @@ RESERVED_PATHS = frozenset({"logs", UNMATCHED})
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 MATCH_ENV = re.compile(r"SHIPYARD_COLLECTOR_MATCH_(\d+)_S3_([A-Z0-9_]+)")
 SECRET_KEYS = ("access_key_id", "secret_access_key")
+# Seconds after a slice ends before it is shipped: late records after that
+# become a further part, so a long wait only delays, and a negative one is a typo.
+TIME_SLICE_WAIT = Between(0, 30 * 86400)
+PATTERN = Matches(r"[^\0]*", "fluentd tag patterns", 1024)
 MAX_CACHED_TAGS = 4096
 MAX_WARNED_TAGS = 1024
 
@@ -160,6 +164,8 @@ def s3_settings(
         s3[key] = _secret(s3, key, where)
     if bool(s3["access_key_id"]) != bool(s3["secret_access_key"]):
         raise ConfigError(f"{where}: access_key_id and secret_access_key go together")
+    if s3["retry_max_interval"] < s3["upload_interval"]:
+        raise ConfigError(f"{where}.retry_max_interval must not be below upload_interval")
     if s3["prefix"] and not s3["prefix"].endswith("/"):
         s3["prefix"] += "/"
     if not s3["bucket"]:
@@ -183,6 +189,9 @@ def _secret(s3: dict[str, Any], key: str, where: str) -> str:
         raise ConfigError(f"{where}.{file_key}: {name} is not UTF-8 text") from exc
     if not value:
         raise ConfigError(f"{where}.{file_key}: {name} is empty")
+    broken = S3_DEFAULTS[key].rule(value)
+    if broken is not None:
+        raise ConfigError(f"{where}.{file_key}: what {name} holds {broken}")
     return value
 
 
@@ -212,11 +221,11 @@ def _parse_match(
     where = f"collector.match[{index}]"
     s3_given = table.pop("s3", None)
     defaults = {
-        "pattern": "",
-        "type": "",
+        "pattern": Setting("", PATTERN),
+        "type": Setting("", OneOf(TYPES)),
         "path": "",
         "time_slice_format": top["time_slice_format"],
-        "time_slice_wait": float(top["time_slice_wait"]),
+        "time_slice_wait": Setting(float(top["time_slice_wait"]), TIME_SLICE_WAIT),
     }
     # No environment here: only [match.s3] keys take environment overrides.
     values = merge(defaults, table, "", where, {})
@@ -224,8 +233,6 @@ def _parse_match(
         matcher = TagMatcher(values["pattern"])
     except PatternError as exc:
         raise ConfigError(f"{where}.pattern: {exc}") from exc
-    if values["type"] not in TYPES:
-        raise ConfigError(f"{where}.type must be file or s3, not {values['type']!r}")
     path = values["path"]
     if path and (not _SAFE_PATH.fullmatch(path) or path in RESERVED_PATHS):
         raise ConfigError(
@@ -319,9 +326,10 @@ class Router:
         chunk_retention: float,
         max_chunk_ids: int,
         unmatched_layout: SliceLayout | None,
+        record_id_key: str = "",
     ) -> None:
         def store(path: str, layout: SliceLayout) -> SliceStore:
-            return SliceStore(root / path, layout, chunk_retention, max_chunk_ids)
+            return SliceStore(root / path, layout, chunk_retention, max_chunk_ids, record_id_key)
 
         self.routes = [
             Route(m.name, store(m.path, m.layout), m.time_slice_wait, m.s3, m.matcher)
@@ -365,13 +373,22 @@ class Router:
         return self.unmatched
 
     def store(self, frames: Iterable[Frame], peer: str) -> StoreResult:
-        """Commit each frame in its route's store; returns only when all are durable."""
+        """Commit each frame in its route's store; returns only when all are durable.
+
+        When a store cannot commit, StoreError carries what was stored before
+        (`stored`) and the frames still to store (`remaining`, that store's and
+        the later ones'), so a retry neither loses nor repeats a frame.
+        """
         groups: dict[Route, list[Frame]] = {}
         for frame in frames:
             groups.setdefault(self.route(frame.tag), []).append(frame)
-        total = StoreResult(0, 0)
-        for route, routed in groups.items():
-            result = route.store.store(routed, peer)
-            total.lines += result.lines
-            total.duplicates += result.duplicates
+        total = StoreResult()
+        routed = list(groups.values())
+        for index, (route, group) in enumerate(groups.items()):
+            try:
+                total.add(route.store.store(group, peer))
+            except StoreError as exc:
+                exc.stored = total
+                exc.remaining = [frame for later in routed[index:] for frame in later]
+                raise
         return total

@@ -1,12 +1,30 @@
-"""Ships closed slices to S3, gzipped, under keys derived from the slice alone.
+"""Ships closed slices to S3, gzipped, each byte exactly once, under keys that say where they sit.
 
 A slice is closed `time_slice_wait` seconds after its time span ends. Its
-object key is `<prefix>logs/<slice>.log.gz`; the gzip bytes carry no
-timestamp, so a retry puts the same bytes under the same key. When that key
-already holds other bytes (records that arrived after the slice was shipped
-and removed), the newcomers go to `<slice>.<md5 prefix>.log.gz`, again a
-function of the content alone. The local file is removed, or kept gzipped for
-`retention_days`, only after S3 accepted the put.
+bytes are put in *parts*: consecutive ranges of the slice's whole stream of
+committed lines, counted from the first line the slice ever got. A part's key
+is a function of the slice and of where the part starts in that stream alone:
+
+    <prefix>logs/<slice>.log.gz                  the part starting at byte 0
+    <prefix>logs/<slice>.<start, 12 digits>.log.gz   a later part (late records)
+
+Every put is conditional (`If-None-Match: *`), so no key is ever overwritten,
+and carries its range and a SHA-256 of its uncompressed bytes as metadata
+(`x-amz-meta-shipyard-{slice,start,end,sha256}`). When the key is taken, the
+object there is read back: if it holds a prefix of the bytes about to be put
+(a retry after a lost answer, or a crash between the put and the local
+clean-up, even with late records appended since), those bytes count as
+shipped and only the rest goes on, as the next part. Otherwise the slice's
+stream in S3 has moved past what the store remembered (a crash right after a
+clean-up): the parts of the slice are listed and the store's origin is moved
+past the last of them. So one slice's bytes never land in two objects, and
+late records never replace shipped ones.
+
+The gzip bytes carry no timestamp (same content, same bytes). The local file
+is cut, removed, or kept gzipped for `retention_days`, only after S3 holds
+the part. After any failure the bucket is checked (and created, with
+`create_bucket`) again before the next put; the lifecycle rule is set where
+the key may set it, and only warned about where it may not.
 
 Several uploaders (one per `[[match]]` of type s3) may share a bucket under
 different prefixes: each keeps its own lifecycle rule, and a shared lock keeps
@@ -16,37 +34,60 @@ their read-modify-write of the bucket's lifecycle configuration apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .config import Between, Matches, OneOf, Setting
 from .durable import write_atomically
-from .slices import SliceStore
+from .slices import SliceStore, StoreError
 
 log = logging.getLogger("shipyard_logs.uploader")
 
 RULE_ID = "shipyard-archive-logs"
+STORAGE_CLASSES = (
+    "GLACIER",
+    "GLACIER_IR",
+    "DEEP_ARCHIVE",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+)
+_CREDENTIAL = Matches(r"[!-~]*", "printable ASCII without spaces", 1024)
 S3_DEFAULTS: dict[str, Any] = {
-    "bucket": "",
-    "prefix": "",
-    "endpoint_url": "",
-    "region": "us-east-1",
-    "access_key_id": "",
-    "secret_access_key": "",
+    "bucket": Setting(
+        "",
+        Matches(
+            r"([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])?",
+            "empty or a bucket name of a-z 0-9 . - from 3 characters on",
+            63,
+        ),
+    ),
+    "prefix": Setting("", Matches(r"[^\x00-\x1f\x7f]*", "free of control characters", 512)),
+    "endpoint_url": Setting(
+        "", Matches(r"(https?://[^\s/?#]+(/[^\s?#]*)?)?", "empty or an http(s):// URL", 2048)
+    ),
+    "region": Setting("us-east-1", Matches(r"([a-z0-9-]+)?", "empty or a region name", 32)),
+    "access_key_id": Setting("", _CREDENTIAL, secret=True),
+    "secret_access_key": Setting("", _CREDENTIAL, secret=True),
     "access_key_id_file": "",
     "secret_access_key_file": "",
     "create_bucket": False,
     "lifecycle": True,
-    "archive_after_days": 7,
-    "archive_storage_class": "GLACIER",
-    "retention_days": 0.0,
-    "upload_interval": 60.0,
-    "retry_max_interval": 300.0,
+    "archive_after_days": Setting(7, Between(1, 36500)),
+    "archive_storage_class": Setting("GLACIER", OneOf(STORAGE_CLASSES)),
+    "retention_days": Setting(0.0, Between(0, 3650)),
+    # Seconds; a round with nothing closed makes no S3 call, but a floor keeps
+    # a typo from turning a failing bucket check into a hot loop.
+    "upload_interval": Setting(60.0, Between(0.1, 86400)),
+    "retry_max_interval": Setting(300.0, Between(0.1, 86400)),
 }
 T = TypeVar("T")
 WriterCall = Callable[..., Awaitable[Any]]
@@ -155,35 +196,120 @@ def ensure_lifecycle(client: Any, settings: S3Settings) -> None:  # noqa: ANN401
     )
 
 
-def _remote_md5(client: Any, bucket: str, key: str) -> str | None:  # noqa: ANN401
+class PartConflictError(Exception):
+    """The part's key holds bytes that are not a prefix of this part's."""
+
+
+def part_key(prefix: str, rel: str, start: int) -> str:
+    """The key of the part of slice `rel` that starts at byte `start` of its stream."""
+    if start == 0:
+        return f"{prefix}{rel}.gz"
+    return f"{prefix}{rel.removesuffix('.log')}.{start:012d}.log.gz"
+
+
+def _sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put_part(
+    client: Any,  # noqa: ANN401 - boto3 clients are untyped
+    settings: S3Settings,
+    rel: str,
+    start: int,
+    data: bytes,
+) -> tuple[str, int]:
+    """Put the bytes of slice `rel` from `start` on; (key, bytes now shipped).
+
+    The count is less than len(data) when an earlier attempt already shipped a
+    shorter part under this key: the rest is the next part.
+    """
+    key = part_key(settings.prefix, rel, start)
+    end = start + len(data)
     try:
-        head = client.head_object(Bucket=bucket, Key=key)
+        client.put_object(
+            Bucket=settings.bucket,
+            Key=key,
+            Body=gzip_bytes(data),
+            ContentType="text/plain",
+            ContentEncoding="gzip",
+            IfNoneMatch="*",
+            Metadata={
+                "shipyard-slice": rel,
+                "shipyard-start": str(start),
+                "shipyard-end": str(end),
+                "shipyard-sha256": _sha256(data),
+            },
+        )
+        return key, len(data)
     except Exception as exc:
-        if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+        if _error_code(exc) not in ("PreconditionFailed", "412"):
+            raise
+    shipped = _shipped_prefix(client, settings, key, rel, start, data)
+    if shipped is None:
+        raise PartConflictError(key)
+    return key, shipped
+
+
+def _part_range(head: dict[str, Any], rel: str) -> tuple[int, int, str] | None:
+    """(start, end, sha256) from a part's metadata; None for an object shipyard did not put."""
+    meta = head.get("Metadata") or {}
+    try:
+        if meta.get("shipyard-slice") != rel:
             return None
-        raise
-    return str(head.get("ETag", "")).strip('"')
+        return int(meta["shipyard-start"]), int(meta["shipyard-end"]), meta["shipyard-sha256"]
+    except (KeyError, ValueError):
+        return None
 
 
-def put_slice(client: Any, settings: S3Settings, rel: str, body: bytes) -> str:  # noqa: ANN401
-    """Put one gzipped slice; returns the key now holding exactly these bytes."""
-    md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
-    base = f"{settings.prefix}{rel}.gz"
-    part = f"{settings.prefix}{rel.removesuffix('.log')}.{md5[:12]}.log.gz"
-    for key in (base, part):
-        remote = _remote_md5(client, settings.bucket, key)
-        if remote == md5:
-            return key  # an earlier attempt already landed
-        if remote is None:
-            client.put_object(
-                Bucket=settings.bucket,
-                Key=key,
-                Body=body,
-                ContentType="text/plain",
-                ContentEncoding="gzip",
-            )
-            return key
-    raise RuntimeError(f"{part} exists with other content")
+def _shipped_prefix(
+    client: Any,  # noqa: ANN401 - boto3 clients are untyped
+    settings: S3Settings,
+    key: str,
+    rel: str,
+    start: int,
+    data: bytes,
+) -> int | None:
+    """How many of `data`'s first bytes the object at `key` already holds, if it holds a prefix."""
+    found = _part_range(client.head_object(Bucket=settings.bucket, Key=key), rel)
+    if found is None or found[0] != start:
+        return None
+    length = found[1] - start
+    if 0 < length <= len(data) and _sha256(memoryview(data)[:length]) == found[2]:
+        return length
+    return None
+
+
+def stream_end(client: Any, settings: S3Settings, rel: str) -> int:  # noqa: ANN401
+    """Where the slice's stream ends in S3: past every part of it that the bucket holds.
+
+    A key taken by an object without shipyard's metadata (put by hand, or by
+    an older collector) counts as one byte, so it is never reused.
+    """
+    base = part_key(settings.prefix, rel, 0)
+    stem = base.removesuffix(".log.gz") + "."
+    later = re.compile(re.escape(stem) + r"(\d{12})\.log\.gz")
+    starts: list[tuple[int, str]] = []
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=settings.bucket, Prefix=stem)
+    for page in pages:
+        for item in page.get("Contents", []):
+            name = item["Key"]
+            found = later.fullmatch(name)
+            if name == base or found:
+                starts.append((int(found[1]) if found else 0, name))
+    end = 0
+    for start, name in sorted(starts):
+        part = _part_range(client.head_object(Bucket=settings.bucket, Key=name), rel)
+        end = max(end, part[1] if part and part[0] == start else start + 1)
+    return end
+
+
+@dataclass
+class UploadStats:
+    """What the collector's stats file reports of one uploader."""
+
+    last_key: str = ""
+    last_time: float = 0.0
+    errors: int = 0
 
 
 class Uploader:
@@ -201,10 +327,13 @@ class Uploader:
         self.writer = writer
         self.settings = settings
         self.time_slice_wait = time_slice_wait
+        self.stats = UploadStats()
         self._client: Any = None
         self._failures: dict[str, int] = {}
         self._next_try: dict[str, float] = {}
         self._bucket_ready = False
+        self._bucket_failures = 0
+        self._bucket_next_try = 0.0
         self._bucket_lock = bucket_lock or asyncio.Lock()
 
     def _backoff(self, failures: int) -> float:
@@ -225,25 +354,50 @@ class Uploader:
     async def run_once(self) -> None:
         if self._client is None:
             self._client = await asyncio.to_thread(make_client, self.settings)
+        now = time.time()
         if not self._bucket_ready:
+            if now < self._bucket_next_try:
+                return
             try:
                 async with self._bucket_lock:
                     await asyncio.to_thread(self._prepare_bucket)
             except Exception as exc:
-                log.warning("bucket %s not ready: %s", self.settings.bucket, exc)
+                self._bucket_failures += 1
+                delay = self._backoff(self._bucket_failures)
+                self._bucket_next_try = time.time() + delay
+                log.warning(
+                    "bucket %s not ready (next check in %.0fs): %s",
+                    self.settings.bucket,
+                    delay,
+                    _describe(exc),
+                )
                 return
             self._bucket_ready = True
-        now = time.time()
+            self._bucket_failures = 0
+            # S3 is back: what waited for it goes now, not after its own back-off.
+            self._next_try.clear()
         for rel in await self.writer(self.store.slice_files):
             if self._closed(rel, now) and self._next_try.get(rel, 0.0) <= now:
                 await self._upload(rel)
+                if not self._bucket_ready:
+                    break  # the round's first failure: check the bucket before the next put
         if self.settings.retention_days > 0:
             await asyncio.to_thread(self._expire_local_copies, now)
 
     def _prepare_bucket(self) -> None:
         ensure_bucket(self._client, self.settings)
-        if self.settings.lifecycle:
+        if not self.settings.lifecycle:
+            return
+        try:
             ensure_lifecycle(self._client, self.settings)
+        except Exception as exc:
+            # Archiving is a cost saving; shipping the logs is the job.
+            log.warning(
+                "bucket %s: cannot set lifecycle rule %s (%s); uploading without it",
+                self.settings.bucket,
+                self.settings.rule_id,
+                _describe(exc),
+            )
 
     def _closed(self, rel: str, now: float) -> bool:
         parsed = self.store.layout.parse(rel)
@@ -253,27 +407,104 @@ class Uploader:
         return now >= end + self.time_slice_wait
 
     async def _upload(self, rel: str) -> None:
-        size = await self.writer(self.store.seal, rel)
-        path = self.store.root / rel
-        try:
-            body = await asyncio.to_thread(_read_gzip, path, size)
-            key = await asyncio.to_thread(put_slice, self._client, self.settings, rel, body)
-        except Exception as exc:
-            failures = self._failures.get(rel, 0) + 1
-            self._failures[rel] = failures
-            delay = self._backoff(failures)
-            self._next_try[rel] = time.time() + delay
-            log.warning(
-                "upload of %s failed (attempt %d, next in %.0fs): %s", rel, failures, delay, exc
-            )
-            return
-        if self.settings.retention_days > 0:
+        """Ship a closed slice's committed bytes, part by part, until none are left."""
+        while True:
+            origin, size = await self.writer(self.store.seal, rel)
+            if size == 0:
+                # Nothing committed (a first write that failed leaves an empty
+                # file): nothing to ship, and the file goes.
+                with contextlib.suppress(StoreError):
+                    await self.writer(self.store.release, rel, 0)
+                return
+            try:
+                data = await asyncio.to_thread(_read, self.store.root / rel, size)
+                key, shipped = await asyncio.to_thread(
+                    put_part, self._client, self.settings, rel, origin, data
+                )
+            except PartConflictError as exc:
+                if not await self._rebase(rel, origin, exc):
+                    return
+                continue
+            except Exception as exc:
+                self._failed(rel, exc)
+                return
             local = self.store.root / key.removeprefix(self.settings.prefix)
+            copy = await self._keep_copy(local, data[:shipped])
+            try:
+                await self.writer(self.store.release, rel, shipped)
+            except StoreError as exc:
+                # S3 holds the part; the next attempt finds it there and
+                # releases it then, without a second object.
+                self._failed(rel, exc)
+                return
+            if copy is not None:
+                await self._keep_copy(local, copy, last_try=True)
+            self._failures.pop(rel, None)
+            self._next_try.pop(rel, None)
+            self.stats.last_key, self.stats.last_time = key, time.time()
+            log.info(
+                "uploaded %s bytes %d-%d to s3://%s/%s",
+                rel,
+                origin,
+                origin + shipped,
+                self.settings.bucket,
+                key,
+            )
+            if shipped == size:
+                return
+
+    async def _keep_copy(self, local: Path, data: bytes, last_try: bool = False) -> bytes | None:
+        """Keep a shipped part gzipped for retention_days; the gzip when there was no room.
+
+        On a full disk the copy is written after the release, which frees the
+        slice's own (larger) bytes; if there is no room even then, S3 alone
+        holds the part, and a warning says so.
+        """
+        if self.settings.retention_days <= 0:
+            return None
+        body = data if last_try else await asyncio.to_thread(gzip_bytes, data)
+        try:
             await asyncio.to_thread(write_atomically, local, body)
-        await self.writer(self.store.release, rel, size)
-        self._failures.pop(rel, None)
-        self._next_try.pop(rel, None)
-        log.info("uploaded %s (%d bytes) to s3://%s/%s", rel, size, self.settings.bucket, key)
+        except OSError as exc:
+            if last_try:
+                log.warning("no local copy of %s kept (it is in S3): %s", local.name, exc)
+                return None
+            return body
+        return None
+
+    async def _rebase(self, rel: str, origin: int, conflict: PartConflictError) -> bool:
+        """Move the slice's origin past what S3 holds; False when that failed."""
+        try:
+            end = await asyncio.to_thread(stream_end, self._client, self.settings, rel)
+            if end <= origin:
+                raise PartConflictError(f"{conflict} holds other bytes and no later part exists")
+            await self.writer(self.store.rebase, rel, end)
+        except Exception as exc:
+            self._failed(rel, exc)
+            return False
+        log.warning(
+            "%s: %s holds other bytes; S3 has this slice up to byte %d, the rest goes from there",
+            rel,
+            conflict,
+            end,
+        )
+        return True
+
+    def _failed(self, rel: str, exc: Exception) -> None:
+        failures = self._failures.get(rel, 0) + 1
+        self._failures[rel] = failures
+        delay = self._backoff(failures)
+        self._next_try[rel] = time.time() + delay
+        self.stats.errors += 1
+        if not isinstance(exc, StoreError):
+            self._bucket_ready = False  # it may be gone: check it before the next put
+        log.warning(
+            "upload of %s failed (attempt %d, next in %.0fs): %s",
+            rel,
+            failures,
+            delay,
+            _describe(exc),
+        )
 
     def _expire_local_copies(self, now: float) -> None:
         horizon = now - self.settings.retention_days * 86400
@@ -282,6 +513,12 @@ class Uploader:
                 path.unlink(missing_ok=True)
 
 
-def _read_gzip(path: Path, size: int) -> bytes:
+def _describe(exc: Exception) -> str:
+    """An S3 error by its code, which is what an operator can look up."""
+    code = _error_code(exc)
+    return f"{code}: {exc}" if code and code not in str(exc) else str(exc)
+
+
+def _read(path: Path, size: int) -> bytes:
     with path.open("rb") as handle:
-        return gzip_bytes(handle.read(size))
+        return handle.read(size)

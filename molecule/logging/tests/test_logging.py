@@ -1,13 +1,15 @@
 """Verify the log path end to end: agents -> collector -> slices -> S3.
 
-The LAMP container's access log carries 10,000 requests, each with a unique
-id, while the collector is SIGKILLed and restarted, the LAMP container is
-restarted, and the access log is rotated both ways (rename-and-create, by the
-image's own size-based rotation and by hand, and copytruncate). Every
+The LAMP container's access log carries 20,000 requests, each with a unique
+id, in one run through every fault at once: the collector SIGKILLed twice,
+the agent SIGKILLed once, the LAMP container restarted, the access log
+rotated both ways (rename-and-create, by the image's own size-based rotation
+and by hand, and copytruncate), S3 off the network for 30 s, and the bucket deleted
+(its objects kept aside by the test) and recreated by the collector. Every
 request must then appear exactly once in the collector's slice files and in
 the objects uploaded to S3. The rest checks the other sources, interop with
 Docker's fluentd log driver and the fluent-logger package, the daily report,
-and bad input.
+the collector's stats, and bad input.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from container_checks import address, docker, wait_healthy
 from fluent import sender
 
 S3 = "shipyard-molecule-logging-s3"
+NETWORK = "shipyard-molecule-logging"  # molecule.yml; the collector finds S3 there as `s3`
 COLLECTOR = "shipyard-molecule-logging-collector"
 LAMP = "shipyard-molecule-logging-lamp"
 PG = "shipyard-molecule-logging-pg"
@@ -45,8 +48,15 @@ S3_KEYS = {"aws_access_key_id": "molecule-access", "aws_secret_access_key": "mol
 SCENARIO = Path(__file__).resolve().parent.parent
 PROJECT = SCENARIO.parent.parent
 RUN = uuid.uuid4().hex[:8]
-PHASE_REQUESTS = 2000
+PHASES, PHASE_REQUESTS = 10, 2000
+S3_OUTAGE = 30.0
+# The bucket's objects from before the test deleted it, by key: S3 keeps one
+# object per key, and so does this count.
+DELETED_OBJECTS: dict[str, bytes] = {}
 ACCESS_LOG = "/var/log/apache2/access.log"
+# The shared key and TLS guard 24224; clients without them (Docker's log
+# driver, Python's fluent-logger) use the plain listener, fenced by tags and peers.
+PLAIN_PORT = 24225
 
 
 Record = tuple[str, str, dict]  # time, tag, record
@@ -91,17 +101,29 @@ def s3_client():  # noqa: ANN201 - boto3 clients are untyped
     )
 
 
-def s3_objects() -> dict[str, bytes]:
+def bucket_objects() -> dict[str, bytes]:
+    """What the bucket holds now (nothing while it does not exist)."""
     client = s3_client()
     found = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX):
-        for item in page.get("Contents", []):
-            found[item["Key"]] = client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX)
+    try:
+        for page in pages:
+            for item in page.get("Contents", []):
+                body = client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+                found[item["Key"]] = body
+    except client.exceptions.NoSuchBucket:
+        return {}
     return found
 
 
-def s3_records() -> list[Record]:
-    return [r for body in s3_objects().values() for r in parse_lines(gzip.decompress(body))]
+def s3_objects() -> dict[str, bytes]:
+    """Every object the collector put: the bucket now, and what it held before its deletion."""
+    return {**DELETED_OBJECTS, **bucket_objects()}
+
+
+def s3_records(objects: dict[str, bytes] | None = None) -> list[Record]:
+    found = s3_objects() if objects is None else objects
+    return [r for body in found.values() for r in parse_lines(gzip.decompress(body))]
 
 
 def request_ids(records: Iterable[Record]) -> collections.Counter[str]:
@@ -201,11 +223,71 @@ def agent_caught_up() -> bool:
     return False
 
 
+def supervisor_ready(container: str) -> bool:
+    """Readiness as the container's supervisor knows it, without Docker's probe timeout."""
+    return docker("exec", container, "shipyard-init", "status", check=False).returncode == 0
+
+
 def kill_and_restart_collector() -> None:
     docker("kill", "--signal", "KILL", COLLECTOR)
     time.sleep(2)  # requests keep arriving; the agent must hold them
     docker("start", COLLECTOR)
-    wait_healthy(COLLECTOR)
+    wait_until(lambda: supervisor_ready(COLLECTOR), "the collector to be ready again", 180)
+
+
+# The agent's pid, found by its arguments (python3 .../shipyard-logs agent ...),
+# which this script's own command line does not have; shipyard-init restarts it.
+KILL_AGENT = """
+procs=$(echo /proc/[0-9]*)
+set -f  # the arguments below are split into words, never globbed
+for proc in $procs; do
+  set -- $(tr '\\0' ' ' < "$proc/cmdline" 2>/dev/null)
+  if [ "${2:-}" = /usr/local/bin/shipyard-logs ] && [ "${3:-}" = agent ]; then
+    kill -KILL "${proc#/proc/}" && echo killed
+  fi
+done 2>/dev/null
+exit 0
+"""
+
+
+def kill_agent() -> None:
+    assert "killed" in docker("exec", LAMP, "sh", "-c", KILL_AGENT).stdout
+
+
+def s3_outage() -> threading.Thread:
+    """S3 leaves the network for S3_OUTAGE seconds (its name stops resolving); its data stays."""
+    docker("network", "disconnect", NETWORK, S3)
+
+    def resume() -> None:
+        time.sleep(S3_OUTAGE)
+        docker("network", "connect", "--alias", "s3", NETWORK, S3)
+
+    thread = threading.Thread(target=resume)
+    thread.start()
+    return thread
+
+
+def delete_bucket() -> None:
+    """Keep the bucket's objects aside, empty it, delete it; the collector makes it again."""
+    client = s3_client()
+    while True:
+        for key, body in bucket_objects().items():
+            DELETED_OBJECTS[key] = body
+            client.delete_object(Bucket=BUCKET, Key=key)
+        try:
+            client.delete_bucket(Bucket=BUCKET)
+            return
+        except client.exceptions.ClientError as exc:
+            if exc.response["Error"]["Code"] != "BucketNotEmpty":
+                raise  # an upload landed meanwhile: keep that one aside too
+
+
+def bucket_exists() -> bool:
+    try:
+        s3_client().head_bucket(Bucket=BUCKET)
+    except s3_client().exceptions.ClientError:
+        return False
+    return True
 
 
 def rotate_by_rename() -> None:
@@ -228,9 +310,9 @@ def rotate_by_copytruncate() -> None:
 
 @pytest.fixture(scope="module")
 def stream() -> Requests:
-    """10,000 requests in five phases, each with its own disruption."""
+    """20,000 requests in ten phases, most with their own disruption."""
     requests = Requests()
-    phases = iter(range(0, 5 * PHASE_REQUESTS, PHASE_REQUESTS))
+    phases = iter(range(0, PHASES * PHASE_REQUESTS, PHASE_REQUESTS))
 
     def numbers() -> range:
         start = next(phases)
@@ -243,6 +325,14 @@ def stream() -> Requests:
     requests.send(numbers(), during=rotate_by_rename)
     rotate_by_copytruncate()
     requests.send(numbers())
+    requests.send(numbers(), during=kill_agent)
+    outage = s3_outage()  # two phases go on while S3 is away
+    requests.send(numbers())
+    requests.send(numbers())
+    outage.join()
+    requests.send(numbers(), during=delete_bucket)
+    wait_until(bucket_exists, "the collector to create the bucket again", 120)
+    requests.send(numbers(), during=kill_and_restart_collector)
     requests.send(numbers())  # the image's own rotation runs all along (256K files)
     return requests
 
@@ -252,7 +342,7 @@ def stream() -> Requests:
 
 def check_exactly_once(counts: collections.Counter[str], requests: Requests, where: str) -> None:
     acknowledged = set(requests.acknowledged)
-    assert len(acknowledged) == 5 * PHASE_REQUESTS
+    assert len(acknowledged) == PHASES * PHASE_REQUESTS
     missing = acknowledged - counts.keys()
     assert not missing, f"{len(missing)} requests missing from {where}, e.g. {sorted(missing)[:5]}"
     twice = {rid: n for rid, n in counts.items() if n > 1}
@@ -376,7 +466,7 @@ def test_docker_fluentd_log_driver_delivers_with_ack() -> None:
         "--log-driver",
         "fluentd",
         "--log-opt",
-        f"fluentd-address=tcp://{address(COLLECTOR)}:24224",
+        f"fluentd-address=tcp://{address(COLLECTOR)}:{PLAIN_PORT}",
         "--log-opt",
         "fluentd-request-ack=true",
         "--log-opt",
@@ -394,7 +484,7 @@ def test_docker_fluentd_log_driver_delivers_with_ack() -> None:
 
 def test_fluent_logger_package_delivers() -> None:
     marker = f"from-python-{RUN}"
-    logger = sender.FluentSender("interop", host=address(COLLECTOR), port=24224)
+    logger = sender.FluentSender("interop", host=address(COLLECTOR), port=PLAIN_PORT)
     try:
         assert logger.emit("python", {"marker": marker}), logger.last_error
     finally:
@@ -409,7 +499,8 @@ def test_fluent_logger_package_delivers() -> None:
 
 
 def test_report_matches_an_independent_count(stream: Requests) -> None:
-    records = [r for r in s3_records() if r[1] == "apache.access"]
+    # The report reads the bucket as it is, without what was deleted from it.
+    records = [r for r in s3_records(bucket_objects()) if r[1] == "apache.access"]
     first_day = records[0][0][:10]  # YYYY-MM-DD of an ISO 8601 time
     expected = collections.Counter(r[2]["path"] for r in records if r[0].startswith(first_day))
     day = first_day.replace("-", "")
@@ -440,12 +531,23 @@ def test_report_matches_an_independent_count(stream: Requests) -> None:
     assert list(got) == sorted(got)
 
 
+def test_the_collector_reports_its_stores_and_the_lines_it_stored(stream: Requests) -> None:
+    stats = json.loads(docker("exec", COLLECTOR, "cat", f"{ROOT}/.collector/stats.json").stdout)
+    assert stats["disk_full"] is False
+    assert stats["lines_by_tag"].get("apache.access", 0) > 0  # since its last restart
+    assert stats["lines_by_host"].get("lamp", 0) > 0
+    stores = {store["name"]: store for store in stats["stores"]}
+    assert stores["match[0]"]["type"] == "s3"
+    assert stores["match[0]"]["last_upload"]["key"].startswith(f"{PREFIX}logs/")
+    assert stores["match[1]"]["type"] == "file"
+
+
 # ------------------------------------------------------------------ bad input
 
 
 def test_malformed_frame_is_rejected_without_losing_others() -> None:
     before = docker("inspect", "-f", "{{.State.StartedAt}}", COLLECTOR).stdout
-    with socket.create_connection((address(COLLECTOR), 24224), timeout=10) as bad:
+    with socket.create_connection((address(COLLECTOR), PLAIN_PORT), timeout=10) as bad:
         bad.sendall(b"\x93\xa3tag\xc1\xc1garbage" * 100)
         bad.settimeout(10)
         try:
@@ -454,7 +556,7 @@ def test_malformed_frame_is_rejected_without_losing_others() -> None:
         except ConnectionResetError:
             pass  # closed by the collector: what we expect
     marker = f"after-garbage-{RUN}"
-    logger = sender.FluentSender("interop", host=address(COLLECTOR), port=24224)
+    logger = sender.FluentSender("interop", host=address(COLLECTOR), port=PLAIN_PORT)
     try:
         assert logger.emit("after", {"marker": marker}), logger.last_error
     finally:
@@ -495,11 +597,13 @@ def collector_config() -> str:
         ('{"log_shipping_matches": [{"pattern": "**", "buckit": "x"}]}', "buckit"),
         (
             '{"log_shipping_matches": [{"pattern": "**", "type": "s3"}]}',
-            "log_shipping_matches[0].bucket is required for type s3",
+            "collector.match[0].s3.bucket is required for type s3",
         ),
         (
-            '{"log_shipping_sources": [{"container": "x", "path": "/a", "tag": "bad tag"}]}',
-            'log_shipping_sources[0].tag "bad tag" must be dot-separated words',
+            '{"log_shipping_sources": [{"container": "'
+            + LAMP
+            + '", "path": "/a", "tag": "bad tag"}]}',
+            "sources[0].tag must be dot-separated words",
         ),
         ('{"log_shipping_collector_port": "many"}', "log_shipping_collector_port"),
     ],

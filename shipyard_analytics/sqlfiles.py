@@ -1,0 +1,22 @@
+"""The SQL kept in files: the merge's and the reports', shared by the engines."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+# Report name -> file under sql/reports/, in the order they are shown.
+REPORTS = ("hits_per_path", "codes_per_hour", "top_clients", "response_size", "slowest_paths")
+
+
+def read(name: str) -> str:
+    """The text of `sql/<name>.sql` (also inside a zip shipped with spark-submit --py-files)."""
+    return resources.files(__package__).joinpath("sql", f"{name}.sql").read_text("utf-8")
+
+
+def report(name: str) -> str:
+    return read(f"reports/{name}")
+
+
+def literal(value: str) -> str:
+    """A SQL string literal: the engines' table functions take no bind parameters here."""
+    return "'" + value.replace("'", "''") + "'"
