@@ -12,8 +12,17 @@ PYTEST_ARGS ?=
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Every Ansible run under make, molecule's included (they bring their own
+# ansible.cfg), keeps its output and every task result in .shipyard/logs,
+# where `make scan` looks for secrets (see ansible.cfg).
+LOGS := $(CURDIR)/.shipyard/logs
+$(shell mkdir -p $(LOGS))
+export ANSIBLE_LOG_PATH ?= $(LOGS)/ansible.log
+export ANSIBLE_CALLBACK_PLUGINS ?= $(CURDIR)/plugins/callback
+export ANSIBLE_CALLBACKS_ENABLED ?= results_log
+export SHIPYARD_RESULTS_LOG ?= $(LOGS)/results.jsonl
 
-.PHONY: help venv up down test test-host lint vagrant pytest molecule clean report
+.PHONY: help venv up down test test-host lint vagrant pytest molecule scan clean report
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -93,7 +102,13 @@ molecule: $(STAMP) ## Run every molecule scenario (SCENARIOS="a b" for some).
 test-host: $(STAMP) ## Install what make test needs on this machine (as make up installs the engine).
 	$(BIN)/ansible-playbook playbooks/test_host.yml
 
-test: test-host lint vagrant pytest molecule ## Install what it needs, lint, vagrant validate, pytest, every molecule scenario.
+# Last, so it reads what every run before it wrote: the dev environment (make
+# up) and the logs under .shipyard/logs. An explicit path, as the file is no
+# test_*.py that a plain pytest run would collect.
+scan: $(STAMP) ## Grep everything the stack wrote for its secrets (needs make up).
+	$(BIN)/pytest $(PYTEST_ARGS) tests/secrets/scan_secrets.py
+
+test: test-host lint vagrant pytest molecule scan ## Install what it needs, lint, vagrant validate, pytest, every molecule scenario, the secret scan.
 
 clean: ## Remove .venv and caches (not the dev environment).
 	rm -rf $(VENV) .pytest_cache .ruff_cache
