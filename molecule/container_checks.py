@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from helpers import (
     address,
+    assert_no_secret_logged,
     inspect,
-    logged_secrets,
     logs,
     wait_exited,
     wait_healthy,
@@ -20,9 +20,9 @@ from helpers import docker_proc as docker
 
 __all__ = [
     "address",
+    "assert_no_secret_logged",
     "docker",
     "inspect",
-    "logged_secrets",
     "logs",
     "wait_exited",
     "wait_healthy",

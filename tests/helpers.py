@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import secret_scan  # molecule/secret_scan.py: pytest's pythonpath has molecule/
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -136,22 +137,20 @@ def wait_ready(container: str, timeout: float = 180) -> None:
         pytest.fail(f"{container} not ready: {answer}\n{logs(container)[-3000:]}")
 
 
-def logged_secrets(container: str, secrets: Mapping[str, str]) -> dict[str, list[str]]:
-    """Where each secret (name -> value) shows: `docker logs`, or files under /var/log.
+def assert_no_secret_logged(container: str, secrets: Mapping[str, str]) -> None:
+    """No secret (name -> value) in `docker logs` or in any file under /var/log.
 
     /var/log holds every server's own log files, which the log agent ships.
-    The answer names the secrets, never their values.
+    The scan (molecule/secret_scan.py) reports where, never the values.
     """
-    found: dict[str, list[str]] = {}
-    output = logs(container)
+    scan = secret_scan.Scan()
     for name, value in secrets.items():
-        grep = docker_proc("exec", container, "grep", "-rlaF", "--", value, "/var/log", check=False)
-        if grep.returncode > 1:
-            pytest.fail(f"grep in {container}'s /var/log failed: {grep.stderr.strip()}")
-        places = (["docker logs"] if value in output else []) + grep.stdout.split()
-        if places:
-            found[name] = places
-    return found
+        scan.secret(name, value)
+    scan.add("docker logs", secret_scan.docker_logs(container))
+    scan.add("/var/log", secret_scan.container_files(container, "/var/log"))
+    hits = scan.run()
+    if hits:
+        pytest.fail(secret_scan.report(hits, scan.read))
 
 
 def wait_healthy(container: str, timeout: float = 180) -> None:

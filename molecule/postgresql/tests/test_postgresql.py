@@ -38,9 +38,9 @@ from pathlib import Path
 import pytest
 from container_checks import (
     address,
+    assert_no_secret_logged,
     docker,
     inspect,
-    logged_secrets,
     logs,
     wait_exited,
     wait_healthy,
@@ -213,7 +213,7 @@ def test_no_service_holds_the_password(
 ) -> None:
     # Nor does any log: docker logs or the server's files.
     passwords = {"POSTGRES_PASSWORD": env["POSTGRES_PASSWORD"], "app": app["password"]}
-    assert logged_secrets(instance, passwords) == {}
+    assert_no_secret_logged(instance, passwords)
     holders = holders_of(instance, env["POSTGRES_PASSWORD"])
     # tini and the supervisor hold what Docker gave the container; nothing they start does.
     assert {"tini", "shipyard-init", "postgres", "shipyard-logs"} <= set(holders)
@@ -408,7 +408,7 @@ def test_password_file_odd_names_initdb_args_and_conf_d(
         **login,
     )
     assert got.stdout.strip() == f"{user}|{database}|7MB|on"
-    assert logged_secrets(name, {"POSTGRES_PASSWORD_FILE": "file-Secret-3"}) == {}
+    assert_no_secret_logged(name, {"POSTGRES_PASSWORD_FILE": "file-Secret-3"})
 
     # A bad drop-in on an initialised volume: the server refuses to start, and
     # says why in `docker logs`.
