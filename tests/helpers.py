@@ -125,7 +125,7 @@ def _fail_unless_running(container: str, what: str) -> None:
 
 
 def wait_ready(container: str, timeout: float = 180) -> None:
-    """Until the container's supervisor reports every service ready (CONTRACTS, item 3).
+    """Until the container's supervisor reports every service ready.
 
     One `shipyard-init status --wait`: it answers the moment the last service
     is ready, and fails at once, naming what is not, if the supervisor stops.

@@ -247,6 +247,7 @@ def test_moto_is_debians_package_and_nothing_is_fetched_for_it(builds):
     assert sorted(p.name for p in (ROOT / "images" / "s3").iterdir()) == [
         "Dockerfile",
         "README.md",
+        "image.yml",
         "services.toml",
     ]
 
