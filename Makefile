@@ -58,11 +58,17 @@ report: $(STAMP) ## Merge a day of shipped logs into the warehouse, refresh the 
 down: $(STAMP) ## Remove the dev environment; PURGE=1 also removes its volumes.
 	$(BIN)/ansible-playbook playbooks/down.yml -e down_purge=$(if $(PURGE),true,false) $(ARGS)
 
-lint: $(STAMP) ## yamllint, ansible-lint (production profile), ruff.
+# Shell scripts: *.sh, and every file whose first line is a sh or bash shebang.
+SHELL_SCRIPTS = git ls-files -co --exclude-standard -z | xargs -0 awk \
+	'FNR == 1 { if (FILENAME ~ /\.sh$$/ || /^\#!.*[/ ](ba|da)?sh( |$$)/) print FILENAME; nextfile }'
+
+lint: $(STAMP) ## yamllint, ansible-lint (production profile), ruff, shellcheck.
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: make test-host installs it (apt-get install shellcheck)" >&2; exit 1; }
+	$(SHELL_SCRIPTS) | xargs shellcheck
 
 # `vagrant validate` checks the provider block of the provider it would use,
 # and only a usable provider can be used: libvirt always (the vagrant-libvirt
