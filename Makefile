@@ -70,11 +70,17 @@ restore: $(STAMP) ## Restore DB=postgresql|mariadb to AT='2026-12-01 12:00:00+00
 	$(BIN)/ansible-playbook playbooks/restore.yml -e '{"backup_engines": ["$(DB)"]}' \
 	  -e backup_restore_at='$(or $(AT),latest)' -e backup_restore_target=$(if $(INTO),$(INTO),running) $(ARGS)
 
-lint: $(STAMP) ## yamllint, ansible-lint (production profile), ruff.
+# Shell scripts: *.sh, and every file whose first line is a sh or bash shebang.
+SHELL_SCRIPTS = git ls-files -co --exclude-standard -z | xargs -0 awk \
+	'FNR == 1 { if (FILENAME ~ /\.sh$$/ || /^\#!.*[/ ](ba|da)?sh( |$$)/) print FILENAME; nextfile }'
+
+lint: $(STAMP) ## yamllint, ansible-lint (production profile), ruff, shellcheck.
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: make test-host installs it (apt-get install shellcheck)" >&2; exit 1; }
+	$(SHELL_SCRIPTS) | xargs shellcheck
 
 # `vagrant validate` checks the provider block of the provider it would use,
 # and only a usable provider can be used: libvirt always (the vagrant-libvirt

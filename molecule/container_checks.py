@@ -7,7 +7,24 @@ the CompletedProcess, as those verifiers expect; new code imports helpers.
 
 from __future__ import annotations
 
-from helpers import address, inspect, logs, wait_exited, wait_healthy, wait_ready
+from helpers import (
+    address,
+    assert_no_secret_logged,
+    inspect,
+    logs,
+    wait_exited,
+    wait_healthy,
+    wait_ready,
+)
 from helpers import docker_proc as docker
 
-__all__ = ["address", "docker", "inspect", "logs", "wait_exited", "wait_healthy", "wait_ready"]
+__all__ = [
+    "address",
+    "assert_no_secret_logged",
+    "docker",
+    "inspect",
+    "logs",
+    "wait_exited",
+    "wait_healthy",
+    "wait_ready",
+]

@@ -14,10 +14,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import secret_scan  # molecule/secret_scan.py: pytest's pythonpath has molecule/
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -123,19 +125,32 @@ def _fail_unless_running(container: str, what: str) -> None:
 
 
 def wait_ready(container: str, timeout: float = 180) -> None:
-    """Until the container's supervisor reports every service ready (CONTRACTS, item 3)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        proc = docker_proc("exec", container, "shipyard-init", "status", check=False, timeout=60)
-        if proc.returncode == 0:
-            return
-        _fail_unless_running(container, "before it was ready")
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"{container} not ready after {timeout:g} s ({proc.stdout.strip()}):\n"
-                f"{logs(container)[-3000:]}"
-            )
-        time.sleep(0.3)
+    """Until the container's supervisor reports every service ready.
+
+    One `shipyard-init status --wait`: it answers the moment the last service
+    is ready, and fails at once, naming what is not, if the supervisor stops.
+    """
+    wait = ("/usr/local/bin/shipyard-init", "status", "--wait", f"{timeout:g}")
+    proc = docker_proc("exec", container, *wait, check=False, timeout=timeout + 30)
+    if proc.returncode != 0:
+        answer = (proc.stdout + proc.stderr).strip()
+        pytest.fail(f"{container} not ready: {answer}\n{logs(container)[-3000:]}")
+
+
+def assert_no_secret_logged(container: str, secrets: Mapping[str, str]) -> None:
+    """No secret (name -> value) in `docker logs` or in any file under /var/log.
+
+    /var/log holds every server's own log files, which the log agent ships.
+    The scan (molecule/secret_scan.py) reports where, never the values.
+    """
+    scan = secret_scan.Scan()
+    for name, value in secrets.items():
+        scan.secret(name, value)
+    scan.add("docker logs", secret_scan.docker_logs(container))
+    scan.add("/var/log", secret_scan.container_files(container, "/var/log"))
+    hits = scan.run()
+    if hits:
+        pytest.fail(secret_scan.report(hits, scan.read))
 
 
 def wait_healthy(container: str, timeout: float = 180) -> None:

@@ -61,9 +61,15 @@ def test_a_degraded_report_fails_status_and_names_the_service(init: InitRunner) 
     init.start()
     init.wait_running()
     init.wait_for(lambda: init.cli("status").returncode == 0, "status ready")
+    init.wait_for(init.ready_file.exists, "the ready marker")
 
     say(control, healthy=False, message="S3 does not answer: s3_endpoint")
     init.wait_for(lambda: init.cli("status").returncode == 1, "status to turn degraded")
+    # The HEALTHCHECK tests the marker: it goes too, and the log says why.
+    init.wait_for(lambda: not init.ready_file.exists(), "the ready marker to go")
+    init.wait_for(
+        lambda: "health: backup (degraded: S3 does not answer" in init.stderr, "the log line"
+    )
     status = init.cli("status")
     assert "backup (degraded: S3 does not answer: s3_endpoint)" in status.stdout, status.stdout
     assert "db" not in status.stdout.replace("degraded", ""), "db itself is fine"
@@ -74,6 +80,7 @@ def test_a_degraded_report_fails_status_and_names_the_service(init: InitRunner) 
 
     say(control, healthy=True, message="")
     init.wait_for(lambda: init.cli("status").returncode == 0, "status to recover")
+    init.wait_for(init.ready_file.exists, "the ready marker to come back")
 
 
 def test_a_report_from_another_process_is_ignored(init: InitRunner) -> None:

@@ -45,7 +45,13 @@ HOST_VARS = {
 
 
 # The secrets the scenario's containers get, as files (converge.yml).
-SECRET_NAMES = ("backup-encryption-key", "backup-s3-access-key-id", "backup-s3-secret-access-key")
+SECRET_NAMES = (
+    "backup-encryption-key",
+    "backup-s3-access-key-id",
+    "backup-s3-secret-access-key",
+    "postgresql-superuser",
+    "mariadb-root",
+)
 
 
 def secret(name: str) -> str:
@@ -461,9 +467,23 @@ def test_unreachable_s3_shows_in_health_while_the_databases_serve() -> None:
         # One interval to the next check, one for its probe to give up; the
         # rest is docker exec on a loaded machine.
         assert time.monotonic() - started <= 2 * CHECK_INTERVAL + 30
+        # The HEALTHCHECK tests the supervisor's ready marker: it goes as well.
+        for container in (PG, LAMP):
+            marker = docker("exec", container, "test", "-e", "/run/shipyard/ready", check=False)
+            assert marker.returncode != 0, f"{container} still has its ready marker"
         psql("INSERT INTO pitr VALUES (9001)")
         maria("INSERT INTO pitr VALUES (9001)")
         assert psql("SELECT count(*) FROM pitr WHERE id = 9001") == "1"
+        assert maria("SELECT count(*) FROM pitr WHERE id = 9001") == "1"
+        # A segment and a binary log that cannot be archived: health names the
+        # archive, and the log says so (WAL stays in pg_wal, bounded by
+        # archive_queue_max, rather than stopping the server).
+        psql("SELECT pg_switch_wal()")
+        maria("FLUSH BINARY LOGS")
+        wait_status(PG, 1, 120, "WAL archiving fails since")
+        wait_status(LAMP, 1, 120, "binary log archiving fails")
+        assert "backups are degraded: " in logs(PG) and "WAL archiving fails" in logs(PG)
+        assert "binary log archiving fails" in logs(LAMP)
     finally:
         docker("network", "connect", "--alias", "s3", NETWORK, S3)
     wait_status(PG, 0, 120)
