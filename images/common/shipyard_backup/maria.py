@@ -761,6 +761,22 @@ def restore(
     return result
 
 
+def _error_log_tail() -> str:
+    """The server's last words: with log_error set, they are in that file, not on stderr."""
+    options = run(["my_print_defaults", "mariadbd"], check=False).stdout
+    path = next(
+        (line.split("=", 1)[1] for line in options.splitlines() if line.startswith("--log_error=")),
+        "",
+    )
+    if not path:
+        return "see its output above"
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        return f"cannot read its log {path}: {exc.strerror}"
+    return f"the last lines of {path}: " + " | ".join(lines[-8:])
+
+
 @contextlib.contextmanager
 def temp_server(settings: Settings, owner: Account | None) -> Iterator[None]:
     argv = [
@@ -769,6 +785,10 @@ def temp_server(settings: Settings, owner: Account | None) -> Iterator[None]:
         f"--socket={RESTORE_SOCKET}",
         "--skip-networking",
         "--skip-log-bin",
+        # The image's configuration names a certificate in the data directory,
+        # which mariadb-first-run makes at the next start: a restored one has
+        # none yet, and this server speaks over its socket alone.
+        "--skip-ssl",
         "--wsrep-on=OFF",
         "--loose-innodb-buffer-pool-load-at-startup=0",
     ]
@@ -778,7 +798,7 @@ def temp_server(settings: Settings, owner: Account | None) -> Iterator[None]:
     try:
         for _ in range(600):
             if proc.poll() is not None:
-                raise StepError("the restore server exited while starting (its log is above)")
+                raise StepError(f"the restore server exited while starting: {_error_log_tail()}")
             # As mysql, whom the socket's peer credentials let in (we may be root).
             probe = run(
                 [
