@@ -805,6 +805,8 @@ def temp_server(settings: Settings, owner: Account | None) -> Iterator[None]:
                     "mariadb",
                     "--no-defaults",
                     f"--socket={RESTORE_SOCKET}",
+                    # The client asks for TLS by default; this server has none.
+                    "--skip-ssl",
                     f"--user={settings.db_user or 'mysql'}",
                     "--execute=SELECT 1",
                 ],
@@ -881,6 +883,7 @@ def _replay(
                     "mariadb",
                     "--no-defaults",
                     f"--socket={RESTORE_SOCKET}",
+                    "--skip-ssl",
                     f"--user={settings.db_user or 'mysql'}",
                     "--binary-mode",
                 ],
