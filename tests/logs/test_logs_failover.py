@@ -134,6 +134,21 @@ def test_with_every_server_detached_the_first_to_answer_is_attached_at_once():
     assert picks(p, 3) == ["b", "b", "b"]
 
 
+@pytest.mark.parametrize(
+    "key",
+    [
+        "logs/20261120/web1-10.log.gz",
+        "logs/20261120/web1-10.000000004096.log.gz",
+        "logs/20261120/web1-10@log-a.log.gz",
+        "logs/20261120/web1-10@log-b.000000004096.log.gz",
+    ],
+)
+def test_the_merge_reads_every_collectors_parts_as_one_slice(key):
+    from shipyard_analytics.sources import make_layout, parse_name
+
+    assert parse_name(make_layout(), key) == ("web1", 1795168800)
+
+
 # ------------------------------------------------------------------ real programs
 
 
