@@ -37,6 +37,7 @@ from logs_harness import (
     toml,
     wait_for,
 )
+from pki import make_pki
 from shipyard_logs.agent.balance import Pool
 from shipyard_logs.agent.servers import HeartbeatConfig, ServerConfig
 
@@ -313,6 +314,52 @@ def test_a_collector_that_refuses_connections_is_detached_and_comes_back(tmp_pat
     assert len(ids_in(a)) > 500, "A took no share after it came back"
     assert "collector a (127.0.0.1:" in agent.output()
     assert "is back" in agent.output()
+
+
+def test_transport_heartbeats_over_tls_and_the_handshake_bring_a_collector_back_quietly(
+    tmp_path, collector_factory
+):
+    """Each heartbeat is a whole TLS connection and handshake; the collectors log none of them."""
+    pki = make_pki(tmp_path / "pki")
+    key = tmp_path / "shared_key"
+    key.write_text("failover-shared-key\n")
+    key.chmod(0o600)
+    secure = {
+        "security": {"self_hostname": "collector", "shared_key_file": str(key)},
+        "transport": {
+            "tls": True,
+            "cert_path": str(pki.server.cert),
+            "private_key_path": str(pki.server.key),
+        },
+    }
+    a = collector_factory(time_slice_wait=3600, **secure)
+    b = collector_factory(time_slice_wait=3600, **secure).start()
+    agent = Agent(
+        tmp_path,
+        [
+            {"name": "a", "host": "localhost", "port": a.port},
+            {"name": "b", "host": "127.0.0.1", "port": b.port, "tls_server_name": "localhost"},
+        ],
+        shared_key_file=str(key),
+        tls=True,
+        tls_ca_path=str(pki.ca),
+    )
+    writer = Writer(agent.logdir / "access.log")
+    agent.start()
+    try:
+        writer.write(1000)
+        wait_for(lambda: len(ids_in(b)) >= 1000, 30, "every line at B while A is down")
+        a.start()
+        wait_for(lambda: agent.attached() == {"a": True, "b": True}, 20, "A attached again")
+        time.sleep(2)  # ten more heartbeats to each
+        writer.write(2000)
+        wait_for(lambda: len(ids_in(a) + ids_in(b)) >= 3000, 30, "every line")
+    finally:
+        agent.stop()
+    assert ids_in(a), "A took no share after it came back"
+    assert set(ids_in(a) + ids_in(b)) == set(range(3000))
+    for collector in (a, b):
+        assert " WARNING " not in collector.output(), collector.output()[-2000:]
 
 
 def test_no_ack_within_ack_timeout_fails_over_with_the_same_chunk_ids(tmp_path, pair):
