@@ -26,7 +26,7 @@ Goals: after a kill the agent stalls at most GOAL_KILL_STALL s and ships at
 least GOAL_AFTER_RATIO of the baseline's lines/s in the window; a frozen
 collector is left within HARD_TIMEOUT + GOAL_FREEZE_SLACK s.
 
-Usage: bench/logs_failover.py [--lines 120000] [--runs 3] [--window 5]
+Usage: bench/logs_failover.py [--lines 400000] [--runs 3] [--window 3]
 """
 
 from __future__ import annotations
@@ -188,18 +188,20 @@ def run_case(case: str, lines: int, window: float, workdir: Path) -> Result:
     assert fault_at is not None
     times = [t for t, _ in samples if t >= fault_at]
     stall = max(b - a for a, b in zip([fault_at, *times], times, strict=False))
-    in_window = [o for t, o in samples if t <= fault_at + window]
+    # The window ends early when the backlog does: lines over the time they took.
+    until = min(fault_at + window, samples[-1][0])
+    in_window = [o for t, o in samples if t <= until]
     start_offset = max(o for t, o in samples if t <= fault_at)
-    after = (in_window[-1] - start_offset) / line_bytes / window
+    after = (in_window[-1] - start_offset) / line_bytes / (until - fault_at)
     total = lines / (samples[-1][0] - samples[0][0])
     return Result(case, stall, after, total)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lines", type=int, default=120_000)
+    parser.add_argument("--lines", type=int, default=400_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--window", type=float, default=5.0)
+    parser.add_argument("--window", type=float, default=3.0)
     args = parser.parse_args()
     results: dict[str, list[Result]] = {case: [] for case in CASES}
     for run in range(args.runs):
