@@ -6,19 +6,28 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml VERSION | sha256sum | cut -c1-12)
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 PYTEST_ARGS ?=
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Every Ansible run under make, molecule's included (they bring their own
+# ansible.cfg), keeps its output and every task result in .shipyard/logs,
+# where `make scan` looks for secrets (see ansible.cfg).
+LOGS := $(CURDIR)/.shipyard/logs
+$(shell mkdir -p $(LOGS))
+export ANSIBLE_LOG_PATH ?= $(LOGS)/ansible.log
+export ANSIBLE_CALLBACK_PLUGINS ?= $(CURDIR)/plugins/callback
+export ANSIBLE_CALLBACKS_ENABLED ?= results_log
+export SHIPYARD_RESULTS_LOG ?= $(LOGS)/results.jsonl
 
-.PHONY: help venv up down test lint vagrant pytest molecule clean report
+.PHONY: help venv up down test test-host lint vagrant pytest molecule scan clean report
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml VERSION
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
@@ -32,14 +41,16 @@ INTEROP := tests/logs/interop
 NODE_STAMP := $(INTEROP)/node_modules/.installed-$(shell sha256sum $(INTEROP)/package-lock.json | cut -c1-12)
 
 $(NODE_STAMP): $(INTEROP)/package.json $(INTEROP)/package-lock.json
-	@command -v npm >/dev/null || { echo "npm is missing: apt-get install nodejs npm" >&2; exit 1; }
+	@command -v npm >/dev/null || { echo "npm is missing: make test-host installs it (apt-get install nodejs npm)" >&2; exit 1; }
 	npm ci --prefix $(INTEROP) --no-audit --no-fund --loglevel=error
 	touch $@
 
 venv: $(STAMP) $(NODE_STAMP) ## Create .venv with the pinned tools (and the tests' npm packages).
 
-up: $(STAMP) ## Bring the dev environment up: ansible-playbook site.yml.
-	$(BIN)/ansible-playbook site.yml $(ARGS)
+# A stage whose inputs are those of the last run that succeeded is skipped;
+# FULL=1 runs every stage (after changing something by hand in a container).
+up: $(STAMP) ## Bring the dev environment up: ansible-playbook site.yml (FULL=1: no stage skipped).
+	$(BIN)/ansible-playbook site.yml $(if $(FULL),-e stage_cache_enabled=false) $(ARGS)
 
 report: $(STAMP) ## Merge a day of shipped logs into the warehouse, refresh the dashboard (DATE=YYYY-MM-DD).
 	$(BIN)/ansible-playbook playbooks/report.yml $(if $(DATE),-e sample_app_report_date=$(DATE)) $(ARGS)
@@ -47,11 +58,17 @@ report: $(STAMP) ## Merge a day of shipped logs into the warehouse, refresh the 
 down: $(STAMP) ## Remove the dev environment; PURGE=1 also removes its volumes.
 	$(BIN)/ansible-playbook playbooks/down.yml -e down_purge=$(if $(PURGE),true,false) $(ARGS)
 
-lint: $(STAMP) ## yamllint, ansible-lint (production profile), ruff.
+# Shell scripts: *.sh, and every file whose first line is a sh or bash shebang.
+SHELL_SCRIPTS = git ls-files -co --exclude-standard -z | xargs -0 awk \
+	'FNR == 1 { if (FILENAME ~ /\.sh$$/ || /^\#!.*[/ ](ba|da)?sh( |$$)/) print FILENAME; nextfile }'
+
+lint: $(STAMP) ## yamllint, ansible-lint (production profile), ruff, shellcheck.
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@command -v shellcheck >/dev/null || { echo "shellcheck is missing: make test-host installs it (apt-get install shellcheck)" >&2; exit 1; }
+	$(SHELL_SCRIPTS) | xargs shellcheck
 
 # `vagrant validate` checks the provider block of the provider it would use,
 # and only a usable provider can be used: libvirt always (the vagrant-libvirt
@@ -82,7 +99,16 @@ molecule: $(STAMP) ## Run every molecule scenario (SCENARIOS="a b" for some).
 	  $(BIN)/molecule test -s $$s; \
 	done
 
-test: lint vagrant pytest molecule ## Lint, vagrant validate, pytest and every molecule scenario.
+test-host: $(STAMP) ## Install what make test needs on this machine (as make up installs the engine).
+	$(BIN)/ansible-playbook playbooks/test_host.yml
+
+# Last, so it reads what every run before it wrote: the dev environment (make
+# up) and the logs under .shipyard/logs. An explicit path, as the file is no
+# test_*.py that a plain pytest run would collect.
+scan: $(STAMP) ## Grep everything the stack wrote for its secrets (needs make up).
+	$(BIN)/pytest $(PYTEST_ARGS) tests/secrets/scan_secrets.py
+
+test: test-host lint vagrant pytest molecule scan ## Install what it needs, lint, vagrant validate, pytest, every molecule scenario, the secret scan.
 
 clean: ## Remove .venv and caches (not the dev environment).
 	rm -rf $(VENV) .pytest_cache .ruff_cache

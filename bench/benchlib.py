@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
+from datetime import datetime
+from pathlib import Path
 
 
 def sh(*args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
@@ -31,3 +35,46 @@ def resolve_base_image() -> str:
     if not names:
         sys.exit("no base image: run `make up` first")
     return "debian:trixie-slim" if "debian:trixie-slim" in names else names[0]
+
+
+def supervisor_ready(container: str, began_wall: float, timeout: float = 180) -> float:
+    """Seconds from `began_wall` (time.time()) to shipyard-init's "start-up complete" line.
+
+    The moment `shipyard-init status --wait` returns. Read afterwards from
+    `docker logs --timestamps`, so that asking takes no CPU from the start it
+    measures.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = sh("docker", "logs", "--timestamps", container).stderr.splitlines()
+        stamps = [line.split(" ", 1)[0] for line in lines if "start-up complete" in line]
+        if stamps:
+            # RFC 3339 with nanoseconds; fromisoformat takes microseconds.
+            stamp = datetime.fromisoformat(stamps[-1][:26] + "+00:00").timestamp()
+            if stamp >= began_wall:
+                return stamp - began_wall
+        time.sleep(0.2)
+    sys.exit(f"{container}: no start-up complete line after the start")
+
+
+def cgroup_seconds(container_id: str) -> float:
+    """CPU time of every process in the container so far: cgroup v1 cpuacct, or v2 cpu.stat."""
+    root = Path("/sys/fs/cgroup")
+    for path in root.glob(f"cpuacct/**/{container_id}/cpuacct.usage"):
+        return int(path.read_text()) / 1e9
+    for pattern in (f"**/docker-{container_id}.scope/cpu.stat", f"**/{container_id}/cpu.stat"):
+        for path in root.glob(pattern):
+            lines = path.read_text().splitlines()
+            usage = next(line for line in lines if line.startswith("usage_usec"))
+            return int(usage.split()[1]) / 1e6
+    sys.exit(f"no cgroup CPU accounting found for container {container_id[:12]}")
+
+
+def load_average(began: tuple[float, float, float]) -> str:
+    """The machine's load while a benchmark ran: its figures move with it on a shared host."""
+    now = os.getloadavg()
+    return (
+        f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) "
+        f"{began[0]:.1f} {began[1]:.1f} {began[2]:.1f} at the start, "
+        f"{now[0]:.1f} {now[1]:.1f} {now[2]:.1f} at the end"
+    )

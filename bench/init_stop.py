@@ -38,47 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "shipyard-bench/init-stop:latest"
 ORPHANS = 100
 
-DOCKERFILE = """\
-ARG BASE_IMAGE=debian:trixie-slim
-FROM ${BASE_IMAGE}
-RUN set -eux; apt-get update; apt-get install -y --no-install-recommends python3 tini; \\
-    rm -rf /var/lib/apt/lists/*
-RUN set -eux; apt-get update; \\
-    apt-get install -y --no-install-recommends mariadb-server apache2 procps; \\
-    rm -rf /var/lib/apt/lists/*
-COPY shipyard_init.py /usr/local/bin/shipyard-init
-COPY services.toml /etc/shipyard/services.toml
-COPY naive.sh /usr/local/bin/naive.sh
-"""
-
-NAIVE = """\
-#!/bin/bash
-service mariadb start
-service apache2 start
-trap 'service apache2 stop; service mariadb stop; exit' TERM INT
-while true; do sleep 1; done
-"""
-
-SERVICES = """\
-[[service]]
-name = "prepare"
-type = "oneshot"
-command = ["install", "-d", "-o", "mysql", "-g", "mysql", "/run/mysqld"]
-
-[[service]]
-name = "mariadb"
-user = "mysql"
-command = ["/usr/sbin/mariadbd"]
-ready = { unix = "/run/mysqld/mysqld.sock" }
-start_timeout = 60.0
-stop_timeout = 5.0
-
-[[service]]
-name = "apache"
-command = ["/usr/sbin/apache2ctl", "-D", "FOREGROUND"]
-ready = { http = "http://127.0.0.1/" }
-stop_timeout = 3.0
-"""
+# The bench image's Dockerfile, the naive entrypoint and shipyard-init's service file.
+CONTEXT = ROOT / "bench/init-stop"
 
 MODES = {
     "naive": ["--entrypoint", "/bin/bash", IMAGE, "/usr/local/bin/naive.sh"],
@@ -132,10 +93,8 @@ class Row:
 def build(base_image: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         context = Path(tmp)
+        shutil.copytree(CONTEXT, context, dirs_exist_ok=True)
         shutil.copy(ROOT / "images/common/init/shipyard_init.py", context)
-        (context / "Dockerfile").write_text(DOCKERFILE)
-        (context / "services.toml").write_text(SERVICES)
-        (context / "naive.sh").write_text(NAIVE)
         began = time.monotonic()
         sh(
             "docker",

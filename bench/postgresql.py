@@ -1,31 +1,45 @@
 #!/usr/bin/env python3
-"""The shipyard PostgreSQL image: size, start to ready, stop.
+"""The shipyard PostgreSQL image against the official entrypoint's way: start, stop, size.
 
-Measured, RUNS times each (medians, with min and max):
+Two images of the same Debian postgresql-17 packages, built from the same
+base image in the same run:
+
+  shipyard  images/postgresql: tini, shipyard-init, prepare, the log agent,
+            the first run (bin/postgres-first-run), JSON log files
+  naive     bench/naive-postgresql: an entrypoint that takes the official
+            docker-library entrypoint's steps in its order (initdb, a
+            temporary server on the socket with pg_ctl --wait, CREATE
+            DATABASE, initdb.d, pg_ctl stop, exec postgres); the server is PID 1
+
+Measured RUNS times, the two images interleaved in each run so that drift in
+the machine's load hits both alike (medians, with min and max):
   first start   `docker run` on an empty data volume -> ready; includes initdb,
                 the temporary server, POSTGRES_DB and a one-file initdb.d
   warm start    `docker start` of the stopped container -> ready
-  healthy       the same two, up to Docker's HEALTHCHECK reporting healthy
-                (`shipyard-init status` every 2 s, so it lags by up to 2 s)
   stop          `docker stop` (default 10 s timeout), and its exit code
-"ready" is measured from the host, without `docker exec`: a PostgreSQL
-startup message to the container's address on port 5432 that the server
-answers with an authentication request, not with "the database system is
-starting up". The temporary first-run server does not listen on TCP, so
-this cannot pass before the first-run steps are done.
-"clean restarts" counts warm starts whose server log says "database system
-was shut down at" and shows no recovery.
+  CPU s         the CPU time the container's processes used until ready (its
+                cgroup): unlike wall time, barely moved by other load on the host
+"ready" is what `pg_isready` checks, over TCP from the host: a startup
+message to the container's address on port 5432 that the server answers with
+an authentication request, not with "the database system is starting up".
+The temporary first-run servers do not listen on TCP, so this cannot pass
+before the first-run steps are done. For shipyard, "supervisor ready" is
+the time of shipyard-init's "start-up complete" line (when `shipyard-init
+status --wait`, which roles and tests wait with, returns: every service
+ready, the log agent included); "clean restarts" counts warm
+starts whose server log says "database system was shut down at" and shows
+no recovery.
 
-The image is shipyard/postgresql:17 as the postgresql_image role built it;
-with --build (or when it is missing) it is built first with `docker build`.
+Goals: first start <= 0.9x naive, warm start <= 1.0x, stop <= 1.2x.
 
-Usage: bench/postgresql.py [--runs 5] [--image shipyard/postgresql:17] [--build]
+Usage: bench/postgresql.py [--runs 5] [--build] [--base-image IMAGE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import struct
@@ -33,39 +47,73 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import resolve_base_image, sh
+from benchlib import cgroup_seconds, load_average, resolve_base_image, sh, supervisor_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-" + uuid.uuid4().hex  # a throwaway container's superuser password
 UNCLEAN_SIGNS = ("not properly shut down", "automatic recovery", "crash recovery")
+GOALS = {"first start": 0.9, "warm start": 1.0, "docker stop": 1.2}
 
 
-def build(image: str) -> float:
+@dataclass
+class Image:
+    label: str
+    tag: str
+    dockerfile: Path
+    context: Path
+    supervised: bool
+    first: list[float] = field(default_factory=list)
+    first_cpu: list[float] = field(default_factory=list)
+    first_supervisor: list[float] = field(default_factory=list)
+    warm: list[float] = field(default_factory=list)
+    warm_cpu: list[float] = field(default_factory=list)
+    warm_supervisor: list[float] = field(default_factory=list)
+    stops: list[float] = field(default_factory=list)
+    codes: list[int] = field(default_factory=list)
+    clean: list[bool] = field(default_factory=list)
+    size_mb: float = 0.0
+
+
+IMAGES = (
+    Image(
+        "shipyard",
+        "shipyard/postgresql:17",
+        ROOT / "images/postgresql/Dockerfile",
+        ROOT / "images",
+        supervised=True,
+    ),
+    Image(
+        "naive",
+        "shipyard-bench/naive-postgresql:17",
+        ROOT / "bench/naive-postgresql/Dockerfile",
+        ROOT / "bench/naive-postgresql",
+        supervised=False,
+    ),
+)
+
+
+def build(image: Image, base_image: str) -> float:
     began = time.monotonic()
     sh(
         "docker",
         "build",
         "--quiet",
         "--build-arg",
-        f"BASE_IMAGE={resolve_base_image()}",
+        f"BASE_IMAGE={base_image}",
         "-f",
-        str(ROOT / "images/postgresql/Dockerfile"),
+        str(image.dockerfile),
         "-t",
-        image,
-        str(ROOT / "images"),
+        image.tag,
+        str(image.context),
     )
     return time.monotonic() - began
 
 
 def inspect(container: str) -> dict:
     return json.loads(sh("docker", "inspect", container).stdout)[0]
-
-
-def address(container: str) -> str:
-    networks = inspect(container)["NetworkSettings"]["Networks"]
-    return next(n["IPAddress"] for n in networks.values() if n["IPAddress"])
 
 
 def accepting(host: str) -> bool:
@@ -80,44 +128,38 @@ def accepting(host: str) -> bool:
         return False
 
 
-def wait(container: str, began: float, timeout: float = 180) -> tuple[float, float]:
-    """Seconds from `began` to ready (TCP) and to healthy (HEALTHCHECK)."""
-    host = address(container)
-    ready = healthy = None
-    deadline = began + timeout
-    while ready is None or healthy is None:
-        if ready is None and accepting(host):
-            ready = time.monotonic() - began
-        if healthy is None:
-            state = inspect(container)["State"]
-            if state["Health"]["Status"] == "healthy":
-                healthy = time.monotonic() - began
-            elif not state["Running"]:
-                logs = sh("docker", "logs", container, check=False)
-                sys.exit(f"{container} exited:\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}")
-        if time.monotonic() > deadline:
-            sys.exit(f"{container} not ready within {timeout:g} s")
-        time.sleep(0.02)
-    # The TCP probe can only pass before HEALTHCHECK's next tick, never after it.
-    return ready, max(healthy, ready)
+def wait_ready(
+    image: Image, container: str, began: float, began_wall: float
+) -> tuple[float, float, float | None]:
+    """Seconds to TCP-ready (from `began`), the container's CPU seconds until then,
+    and for shipyard the seconds to the supervisor's ready."""
+    info = inspect(container)
+    host = next(
+        n["IPAddress"] for n in info["NetworkSettings"]["Networks"].values() if n["IPAddress"]
+    )
+    while not accepting(host):
+        if not inspect(container)["State"]["Running"]:
+            logs = sh("docker", "logs", container, check=False)
+            sys.exit(f"{container} exited:\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}")
+        if time.monotonic() - began > 180:
+            sys.exit(f"{container} not ready within 180 s")
+        time.sleep(0.01)
+    ready = time.monotonic() - began
+    cpu = cgroup_seconds(info["Id"])
+    if not image.supervised:
+        return ready, cpu, None
+    return ready, cpu, supervisor_ready(container, began_wall)
 
 
-def stop(container: str) -> tuple[float, int]:
+def stop(image: Image, container: str) -> None:
     began = time.monotonic()
     sh("docker", "stop", container, timeout=60)
-    seconds = time.monotonic() - began
-    return seconds, int(inspect(container)["State"]["ExitCode"])
+    image.stops.append(time.monotonic() - began)
+    image.codes.append(int(inspect(container)["State"]["ExitCode"]))
 
 
 def clean_restart(container: str) -> bool:
-    out = sh(
-        "docker",
-        "exec",
-        container,
-        "sh",
-        "-c",
-        "cat /var/log/postgresql/*.json",
-    ).stdout
+    out = sh("docker", "exec", container, "sh", "-c", "cat /var/log/postgresql/*.json").stdout
     messages = [json.loads(line)["message"] for line in out.splitlines() if line.strip()]
     # The last start-up is the part after the last "starting PostgreSQL".
     last = max(i for i, m in enumerate(messages) if m.startswith("starting PostgreSQL"))
@@ -127,36 +169,103 @@ def clean_restart(container: str) -> bool:
     )
 
 
-def row(name: str, values: list[float], unit: str = "s") -> str:
+def cycle(image: Image, initdb: str) -> None:
+    name = f"shipyard-bench-pg-{image.label}-{uuid.uuid4().hex[:6]}"
+    try:
+        began, began_wall = time.monotonic(), time.time()
+        sh(
+            "docker",
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--env",
+            f"POSTGRES_PASSWORD={PASSWORD}",
+            "--env",
+            "POSTGRES_DB=bench",
+            "--volume",
+            f"{initdb}:/docker-entrypoint-initdb.d:ro",
+            image.tag,
+        )
+        ready, cpu, supervisor = wait_ready(image, name, began, began_wall)
+        image.first.append(ready)
+        image.first_cpu.append(cpu)
+        if supervisor is not None:
+            image.first_supervisor.append(supervisor)
+        stop(image, name)
+
+        began, began_wall = time.monotonic(), time.time()
+        sh("docker", "start", name)
+        ready, cpu, supervisor = wait_ready(image, name, began, began_wall)
+        image.warm.append(ready)
+        image.warm_cpu.append(cpu)
+        if supervisor is not None:
+            image.warm_supervisor.append(supervisor)
+            image.clean.append(clean_restart(name))
+        stop(image, name)
+    finally:
+        sh("docker", "rm", "--force", "--volumes", name, check=False)
+
+
+def cell(values: list[float]) -> str:
     if not values:
-        return f"| {name} | - | - | - | 0 |"
-    med, low, high = statistics.median(values), min(values), max(values)
-    return f"| {name} | {med:.2f} {unit} | {low:.2f} | {high:.2f} | {len(values)} |"
+        return "n/a"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
-def main() -> None:
+def print_table(runs: int, base_image: str) -> None:
+    shipyard, naive = IMAGES
+    print(f"\nPostgreSQL 17, shipyard vs the official entrypoint's way; base {base_image}; ")
+    print(f"medians (min-max) of {runs} interleaved runs, seconds\n")
+    print("| measure | shipyard | naive | ratio | goal |")
+    print("|---|---:|---:|---:|---|")
+    rows = (
+        ("first start", "first start -> ready (TCP)", shipyard.first, naive.first),
+        ("warm start", "warm start -> ready (TCP)", shipyard.warm, naive.warm),
+        ("docker stop", "docker stop", shipyard.stops, naive.stops),
+    )
+    verdicts = []
+    for key, title, ours, theirs in rows:
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        goal = GOALS[key]
+        verdict = "met" if ratio <= goal else "NOT met"
+        verdicts.append(f"{key} <= {goal}x: {verdict} ({ratio:.2f}x)")
+        print(f"| {title} | {cell(ours)} | {cell(theirs)} | {ratio:.2f}x | <= {goal}x: {verdict} |")
+    for title, ours, theirs in (
+        ("first start: CPU s in the container until ready", shipyard.first_cpu, naive.first_cpu),
+        ("warm start: CPU s in the container until ready", shipyard.warm_cpu, naive.warm_cpu),
+    ):
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        print(f"| {title} | {cell(ours)} | {cell(theirs)} | {ratio:.2f}x | |")
+    print(f"| first start -> supervisor ready | {cell(shipyard.first_supervisor)} | | | |")
+    print(f"| warm start -> supervisor ready | {cell(shipyard.warm_supervisor)} | | | |")
+    codes = [",".join(map(str, sorted(set(i.codes)))) for i in IMAGES]
+    print(f"| docker stop exit codes | {codes[0]} | {codes[1]} | | |")
+    print(f"| clean restarts | {sum(shipyard.clean)}/{len(shipyard.clean)} | | | |")
+    print(f"| image size (MB) | {shipyard.size_mb:.0f} | {naive.size_mb:.0f} | | |")
+    print()
+    for verdict in verdicts:
+        print(f"Goal {verdict}")
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--image", default="shipyard/postgresql:17")
-    parser.add_argument("--build", action="store_true", help="docker build the image first")
+    parser.add_argument("--build", action="store_true", help="docker build both images first")
+    parser.add_argument("--base-image")
     args = parser.parse_args()
+    began = os.getloadavg()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    base_image = args.base_image or resolve_base_image()
 
-    present = sh("docker", "image", "inspect", args.image, check=False).returncode == 0
-    if args.build or not present:
-        print(f"building {args.image} ({build(args.image):.1f} s)", file=sys.stderr)
-    size_mb = (
-        int(sh("docker", "image", "inspect", "--format", "{{.Size}}", args.image).stdout) / 1e6
-    )
+    for image in IMAGES:
+        present = sh("docker", "image", "inspect", image.tag, check=False).returncode == 0
+        if args.build or not present:
+            print(f"building {image.tag} ({build(image, base_image):.1f} s)", file=sys.stderr)
+        size = sh("docker", "image", "inspect", "--format", "{{.Size}}", image.tag).stdout
+        image.size_mb = int(size) / 1e6
 
-    first_ready: list[float] = []
-    first_healthy: list[float] = []
-    warm_ready: list[float] = []
-    warm_healthy: list[float] = []
-    stops: list[float] = []
-    codes: list[int] = []
-    clean: list[bool] = []
     with tempfile.TemporaryDirectory() as initdb:
         script = Path(initdb) / "10-table.sql"
         script.write_text(
@@ -165,55 +274,13 @@ def main() -> None:
         script.chmod(0o644)
         Path(initdb).chmod(0o755)
         for run in range(args.runs):
-            name = f"shipyard-bench-pg-{uuid.uuid4().hex[:8]}"
-            try:
-                began = time.monotonic()
-                sh(
-                    "docker",
-                    "run",
-                    "--detach",
-                    "--name",
-                    name,
-                    "--env",
-                    f"POSTGRES_PASSWORD={PASSWORD}",
-                    "--env",
-                    "POSTGRES_DB=bench",
-                    "--volume",
-                    f"{initdb}:/docker-entrypoint-initdb.d:ro",
-                    args.image,
-                )
-                ready, healthy = wait(name, began)
-                first_ready.append(ready)
-                first_healthy.append(healthy)
-                seconds, code = stop(name)
-                stops.append(seconds)
-                codes.append(code)
-
-                began = time.monotonic()
-                sh("docker", "start", name)
-                ready, healthy = wait(name, began)
-                warm_ready.append(ready)
-                warm_healthy.append(healthy)
-                clean.append(clean_restart(name))
-                seconds, code = stop(name)
-                stops.append(seconds)
-                codes.append(code)
-            finally:
-                sh("docker", "rm", "--force", "--volumes", name, check=False)
-            print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
-
-    print(f"\n{args.image}: {size_mb:.0f} MB, {args.runs} runs\n")
-    print("| measure | median | min | max | n |")
-    print("| --- | --- | --- | --- | --- |")
-    print(row("first start -> ready (initdb, initdb.d)", first_ready))
-    print(row("first start -> healthy", first_healthy))
-    print(row("warm start -> ready", warm_ready))
-    print(row("warm start -> healthy", warm_healthy))
-    print(row("docker stop", stops))
-    print(f"| docker stop exit codes | {sorted(set(codes))} | | | {len(codes)} |")
-    print(f"| clean restarts | {sum(clean)}/{len(clean)} | | | {len(clean)} |")
-    print(f"| image size | {size_mb:.0f} MB | | | |")
+            for image in IMAGES if run % 2 == 0 else reversed(IMAGES):
+                cycle(image, initdb)
+            print(f"run {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
+    print_table(args.runs, base_image)
+    print(load_average(began))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

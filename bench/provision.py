@@ -32,16 +32,18 @@ from benchlib import sh
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOK = ROOT / ".venv/bin/ansible-playbook"
-SUPER_PASSWORD = "bench-" + uuid.uuid4().hex  # throwaway containers only
+# The superuser password of the throwaway containers, given as a file (*_FILE),
+# never as a value in their environment.
+SUPERUSER_FILE = "/run/secrets/superuser"
 ENGINES = {
     "postgresql": {
         "image": "shipyard/postgresql:17",
-        "env": ["-e", f"POSTGRES_PASSWORD={SUPER_PASSWORD}", "-e", "POSTGRES_USER=shipyard"],
+        "env": ["-e", f"POSTGRES_PASSWORD_FILE={SUPERUSER_FILE}", "-e", "POSTGRES_USER=shipyard"],
         "user": "postgres",
     },
     "mariadb": {
         "image": "shipyard/lamp:latest",
-        "env": ["-e", f"MARIADB_ROOT_PASSWORD={SUPER_PASSWORD}"],
+        "env": ["-e", f"MARIADB_ROOT_PASSWORD_FILE={SUPERUSER_FILE}"],
         "user": "root",
     },
 }
@@ -106,10 +108,14 @@ NAIVE_MARIADB = """- name: Provision one item per task
 """
 
 
-def start(engine: str) -> str:
+def start(engine: str, workdir: Path) -> str:
     spec = ENGINES[engine]
     name = f"shipyard-bench-{engine}-{uuid.uuid4().hex[:6]}"
-    sh("docker", "run", "-d", "--name", name, *spec["env"], spec["image"])
+    secret = workdir / f"superuser-{engine}"
+    secret.write_text(f"bench-{uuid.uuid4().hex}")
+    secret.chmod(0o444)  # the PostgreSQL image reads it as postgres
+    volume = ["-v", f"{secret}:{SUPERUSER_FILE}:ro"]
+    sh("docker", "run", "-d", "--name", name, *spec["env"], *volume, spec["image"])
     deadline = time.monotonic() + 180
     while (
         sh("docker", "exec", name, "/usr/local/bin/shipyard-init", "status", check=False).returncode
@@ -169,7 +175,7 @@ def run(
 
 
 def bench(engine: str, count: int, workdir: Path) -> dict:
-    container = start(engine)
+    container = start(engine, workdir)
     user = ENGINES[engine]["user"]
     try:
         # The image has the driver; db_clients would only check it.

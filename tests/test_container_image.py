@@ -167,3 +167,111 @@ def test_bad_input_names_the_variable(
     assert run.rc != 0
     assert run.changed == 0
     assert any(variable in m for m in run.messages), run.messages
+
+
+MANIFESTS_PLAYBOOK = """\
+- name: Build every manifest of a context with container_image
+  hosts: docker_hosts
+  gather_facts: false
+  tasks:
+    - name: Read the manifests
+      ansible.builtin.include_role:
+        name: container_image
+        tasks_from: manifests
+    - name: Build them
+      ansible.builtin.include_role:
+        name: container_image
+"""
+
+
+@pytest.fixture(scope="module")
+def manifests_context(
+    base_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, list[str]]]:
+    """Two images, each a folder with a Dockerfile and a manifest, in a context of their own."""
+    tmp = tmp_path_factory.mktemp("manifests")
+    context = tmp / "images"
+    names = []
+    for folder in ("one", "two"):
+        (context / folder).mkdir(parents=True)
+        (context / folder / "Dockerfile").write_text(
+            f"ARG BASE_IMAGE=debian:trixie-slim\nFROM ${{BASE_IMAGE}}\n"
+            f"COPY {folder}/greeting.txt /greeting.txt\n"
+        )
+        (context / folder / "greeting.txt").write_text(f"{folder}\n")
+        name = f"shipyard-test/manifest-{folder}-{uuid.uuid4().hex[:6]}"
+        (context / folder / "image.yml").write_text(f"name: {name}\ntags: [edge]\n")
+        names.append(name)
+    (tmp / "build.yml").write_text(MANIFESTS_PLAYBOOK)
+    yield tmp, names
+    for name in names:
+        for tag in ("edge", "latest", (Path(__file__).parents[1] / "VERSION").read_text().strip()):
+            docker("image", "rm", "--force", f"{name}:{tag}", check=False)
+
+
+def build_manifests(tmp: Path, base_image: str, **extra: object) -> PlaybookRun:
+    return run_playbook(
+        tmp / "build.yml",
+        {
+            "container_image_manifests_dir": str(tmp / "images"),
+            "container_image_context": str(tmp / "images"),
+            "container_image_base_image": base_image,
+            **extra,
+        },
+    )
+
+
+def test_every_manifest_is_built_with_its_defaults_then_left_alone(
+    manifests_context: tuple[Path, list[str]], base_image: str
+) -> None:
+    tmp, names = manifests_context
+    version = (Path(__file__).parents[1] / "VERSION").read_text().strip()
+    first = build_manifests(tmp, base_image)
+    assert first.rc == 0, first.raw[-3000:]
+    results = {r["name"]: r for r in first.facts["container_image_results"]}
+    assert set(results) == set(names)
+    for folder, name in zip(("one", "two"), names, strict=True):
+        # The project version is added as the last tag; Dockerfile and inputs default to the folder.
+        assert results[name]["tags"] == ["edge", version]
+        assert results[name]["built"] is True
+        assert image_id(f"{name}:edge") == image_id(f"{name}:{version}")
+        assert docker("run", "--rm", f"{name}:edge", "cat", "/greeting.txt") == f"{folder}\n"
+    again = build_manifests(tmp, base_image)
+    assert again.rc == 0, again.raw[-3000:]
+    assert again.changed == 0
+    assert not any(r["built"] for r in again.facts["container_image_results"])
+
+
+def test_one_image_changed_rebuilds_that_image_alone(
+    manifests_context: tuple[Path, list[str]], base_image: str
+) -> None:
+    tmp, names = manifests_context
+    assert build_manifests(tmp, base_image).rc == 0
+    before = image_id(f"{names[1]}:edge")
+    (tmp / "images" / "one" / "greeting.txt").write_text("one, again\n")
+    run = build_manifests(tmp, base_image)
+    assert run.rc == 0, run.raw[-3000:]
+    built = {r["name"]: r["built"] for r in run.facts["container_image_results"]}
+    assert built == {names[0]: True, names[1]: False}
+    assert image_id(f"{names[1]}:edge") == before
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ("name: Bad Name\n", "bad/image.yml: name must be an image repository without a tag"),
+        ("name: shipyard-test/bad\ncolour: blue\n", "bad/image.yml: unknown key colour"),
+        ("name: shipyard-test/bad\ntags: edge\n", "bad/image.yml: tags must be a list of strings"),
+        ("- just\n- a list\n", "bad/image.yml must be a mapping"),
+    ],
+)
+def test_a_malformed_manifest_fails_naming_its_file_and_key(
+    base_image: str, tmp_path: Path, manifest: str, message: str
+) -> None:
+    (tmp_path / "images" / "bad").mkdir(parents=True)
+    (tmp_path / "images" / "bad" / "image.yml").write_text(manifest)
+    (tmp_path / "build.yml").write_text(MANIFESTS_PLAYBOOK)
+    run = build_manifests(tmp_path, base_image)
+    assert run.rc != 0
+    assert run.changed == 0
+    assert any(message in m for m in run.messages), run.messages

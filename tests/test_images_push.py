@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import PlaybookRun, docker, run_playbook
+from helpers import PlaybookRun, docker, free_port, run_playbook
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -38,14 +38,8 @@ USER = "ci"
 PASSWORD = f"pw-{uuid.uuid4().hex}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def registry(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def registry_image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     context = tmp_path_factory.mktemp("registry")
     (context / "Dockerfile").write_text(REGISTRY_DOCKERFILE)
     entrypoint = context / "entrypoint.sh"
@@ -53,6 +47,12 @@ def registry(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     entrypoint.chmod(0o755)
     tag = "shipyard-test/registry:latest"
     docker("build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}", "-t", tag, str(context))
+    return tag
+
+
+@contextmanager
+def running_registry(image: str, *run_args: str) -> Iterator[str]:
+    """A registry container on a free port of 127.0.0.1; its address."""
     name, port = f"shipyard-test-registry-{uuid.uuid4().hex[:6]}", free_port()
     docker(
         "run",
@@ -65,7 +65,8 @@ def registry(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         f"REGISTRY_USER={USER}",
         "-e",
         f"REGISTRY_PASSWORD={PASSWORD}",
-        tag,
+        *run_args,
+        image,
     )
     address = f"127.0.0.1:{port}"
     try:
@@ -87,6 +88,24 @@ def registry(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         pushed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", f"{address}/*/*")
         if pushed.split():
             docker("image", "rm", *pushed.split())
+
+
+@pytest.fixture(scope="module")
+def registry(registry_image: str) -> Iterator[str]:
+    with running_registry(registry_image) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def read_only_registry(
+    registry_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A registry that takes the login and refuses every push: its storage is read-only."""
+    storage = tmp_path_factory.mktemp("registry-storage")
+    with running_registry(
+        registry_image, "-v", f"{storage}:/var/lib/docker-registry:ro"
+    ) as address:
+        yield address
 
 
 def push_with_fake_tests(
@@ -156,3 +175,18 @@ def test_push_without_settings_fails_before_building(monkeypatch: pytest.MonkeyP
     assert run.rc != 0
     assert "images_push is true: set images_registry" in run.raw
     assert "Build the S3 image" not in run.raw and "s3_image" not in run.raw
+
+
+def test_a_failed_push_still_logs_out(
+    read_only_registry: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = Path.home() / ".docker" / "config.json"
+    run, _ = push_with_fake_tests(
+        monkeypatch, tmp_path, f"{read_only_registry}/shipyard", tags="s3", tests_rc=0
+    )
+    assert run.rc != 0
+    assert "Push every image under every tag" in run.raw
+    assert PASSWORD not in run.raw
+    # The login happened, the push failed, and the credentials are gone anyway.
+    assert "Log out again" in run.raw
+    assert not config.exists() or read_only_registry not in config.read_text()

@@ -137,6 +137,7 @@ class InitRunner:
         self.run_id = run_id
         self.config_path = directory / "services.toml"
         self.status_file = directory / "status.json"
+        self.ready_file = directory / "ready"
         self.events_path = directory / "events.log"
         self.stdout_path = directory / "stdout.log"
         self.stderr_path = directory / "stderr.log"
@@ -167,6 +168,7 @@ class InitRunner:
 
     def write_config(self, services: list[dict[str, object]], **supervisor: object) -> Path:
         supervisor.setdefault("status_file", str(self.status_file))
+        supervisor.setdefault("ready_file", str(self.ready_file))
         self.config_path.write_text(render_config(supervisor, services))
         return self.config_path
 
@@ -181,8 +183,15 @@ class InitRunner:
             self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env
         )
 
-    def start(self, *, tini: bool = False, env: dict[str, str] | None = None) -> None:
-        argv = self.argv()
+    def start(
+        self,
+        *args: str,
+        tini: bool = False,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
+        """Start the supervisor; `args` follow its options (run -- ...), `prefix` precedes it."""
+        argv = [*prefix, *self.argv(*args)]
         if tini:
             argv = [TINI, "-s", "--", *argv]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:

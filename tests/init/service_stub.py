@@ -51,7 +51,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chatty", type=int, default=0, help="line length to print forever")
     parser.add_argument("--fork-orphans", type=int, default=0)
     parser.add_argument("--orphan-pids")
-    return parser.parse_args()
+    parser.add_argument("--env-file", help="write the environment and argv here at start")
+    # After `--`: arguments the supervisor appended (pass_arguments), kept as they are.
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.rest = argv[cut + 1 :]
+    return args
+
+
+def dump_environment(path: str, rest: list[str]) -> None:
+    """NAME=value lines, then `argv` and the appended arguments, NUL-separated."""
+    lines = [f"{key}={value}" for key, value in sorted(os.environ.items())]
+    lines += ["argv", *rest]
+    Path(path).write_text("\0".join(lines))
 
 
 def on_stop(signum: int, _frame: object) -> None:
@@ -169,6 +182,8 @@ def main() -> None:
     for sig in CAUGHT_SIGNALS:
         signal.signal(sig, on_ignored if args.ignore_stop else on_stop)
     record("start", os.getpid())
+    if args.env_file:
+        dump_environment(args.env_file, args.rest)
     os.write(1, codecs.decode(args.stdout, "unicode_escape").encode())
     os.write(2, codecs.decode(args.stderr, "unicode_escape").encode())
     if args.helper:

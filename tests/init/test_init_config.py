@@ -87,6 +87,31 @@ BAD_CONFIGS = [
     pytest.param(
         {"status_file": "status.json"}, [svc()], ["key 'status_file'"], id="relative-status-file"
     ),
+    pytest.param(
+        {"ready_file": "ready"}, [svc()], ["key 'ready_file'", "absolute"], id="relative-ready"
+    ),
+    pytest.param(
+        {"ready_file": "/run/x.json", "status_file": "/run/x.json"},
+        [svc()],
+        ["key 'ready_file'", "differ"],
+        id="ready-is-status",
+    ),
+    pytest.param(
+        {"secret_variables": "DB_PASSWORD"},
+        [svc()],
+        ["[supervisor]", "key 'secret_variables'", "list"],
+        id="secrets-not-a-list",
+    ),
+    pytest.param(
+        {"secret_variables": ["DB PASSWORD"]},
+        [svc()],
+        ["key 'secret_variables'", "'DB PASSWORD'"],
+        id="secret-pattern",
+    ),
+    pytest.param({}, [svc(secrets="yes")], ["key 'secrets'", "true or false"], id="secrets-type"),
+    pytest.param(
+        {}, [svc(pass_arguments=1)], ["key 'pass_arguments'", "true or false"], id="args-type"
+    ),
     pytest.param({}, [], ["key 'service'", "at least one"], id="no-services"),
 ]
 
@@ -121,6 +146,8 @@ def test_check_config_accepts_every_key(init: InitRunner) -> None:
                 "start_timeout": 60.0,
                 "stop_signal": "INT",
                 "stop_timeout": 5,
+                "secrets": True,
+                "pass_arguments": True,
             },
             svc(
                 "db",
@@ -136,6 +163,7 @@ def test_check_config_accepts_every_key(init: InitRunner) -> None:
             svc("flag", order=30, stop_timeout=0, ready={"file": "/run/flag"}),
         ],
         stop_budget=9.0,
+        secret_variables=["DB_PASSWORD", "APP_*_KEY", "TOKEN_[AB]?"],
     )
     result = init.cli("--check-config")
     assert result.returncode == 0, result.stderr

@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,64 +22,16 @@ pytestmark = pytest.mark.docker
 STUB = "/usr/local/lib/shipyard-test/service_stub.py"
 EVENTS = "/var/lib/shipyard-test/events.log"
 ORPHANS = 1000
-
-DOCKERFILE = """\
-ARG BASE_IMAGE=debian:trixie-slim
-FROM ${BASE_IMAGE}
-RUN set -eux; apt-get update; apt-get install -y --no-install-recommends python3 tini; \\
-    rm -rf /var/lib/apt/lists/*
-COPY shipyard_init.py /usr/local/bin/shipyard-init
-COPY service_stub.py /usr/local/lib/shipyard-test/service_stub.py
-COPY services.toml /etc/shipyard/services.toml
-# Services running as different users append to one events file.
-RUN install -d -m 0755 /var/lib/shipyard-test \\
-    && install -m 0666 /dev/null /var/lib/shipyard-test/events.log
-HEALTHCHECK --interval=1s --timeout=3s --start-period=30s --retries=3 \\
-    CMD ["/usr/local/bin/shipyard-init", "status"]
-ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/shipyard-init"]
-"""
-
-
-def stub(name: str, *args: str) -> str:
-    return json.dumps(["python3", STUB, name, "--events", EVENTS, *args])
-
-
-# The stubs decode backslash escapes, so a literal "\\n" ends each line.
-DB = stub("db", "--tcp", "5432", "--stdout", "db says hello\\n")
-WEB = stub("web", "--http", "8080", "--stderr", "web warns\\n")
-
-SERVICES = f"""\
-[supervisor]
-stop_budget = 9.0
-
-[[service]]
-name = "prepare"
-type = "oneshot"
-command = {stub("prepare", "--exit-after", "0")}
-
-[[service]]
-name = "db"
-user = "nobody"
-command = {DB}
-ready = {{ tcp = "127.0.0.1:5432" }}
-stop_signal = "INT"
-stop_timeout = 4.0
-
-[[service]]
-name = "web"
-command = {WEB}
-ready = {{ http = "http://127.0.0.1:8080/" }}
-stop_timeout = 4.0
-"""
+# The test image: its Dockerfile and service file, plus the supervisor and the stub.
+CONTEXT = Path(__file__).with_name("container")
 
 
 @pytest.fixture(scope="module")
 def image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     context = tmp_path_factory.mktemp("init-image")
+    shutil.copytree(CONTEXT, context, dirs_exist_ok=True)
     shutil.copy(ROOT / "images/common/init/shipyard_init.py", context)
     shutil.copy(Path(__file__).with_name("service_stub.py"), context)
-    (context / "Dockerfile").write_text(DOCKERFILE)
-    (context / "services.toml").write_text(SERVICES)
     name = f"shipyard-test/init:{uuid.uuid4().hex[:8]}"
     docker("build", "--quiet", "--build-arg", f"BASE_IMAGE={base_image}", "-t", name, str(context))
     yield name
@@ -87,11 +39,24 @@ def image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.fixture
-def container(image: str) -> Iterator[str]:
-    name = f"shipyard-test-init-{uuid.uuid4().hex[:8]}"
-    docker("run", "--detach", "--name", name, image)
-    yield name
-    docker("rm", "--force", name, check=False)
+def run(image: str) -> Iterator[Callable[..., str]]:
+    """Start containers of the test image with extra `docker run` options; remove them after."""
+    names: list[str] = []
+
+    def start(*options: str) -> str:
+        name = f"shipyard-test-init-{uuid.uuid4().hex[:8]}"
+        names.append(name)
+        docker("run", "--detach", "--name", name, *options, image)
+        return name
+
+    yield start
+    for name in names:
+        docker("rm", "--force", name, check=False)
+
+
+@pytest.fixture
+def container(run: Callable[..., str]) -> str:
+    return run()
 
 
 def logs(container: str) -> str:
@@ -110,6 +75,18 @@ def wait_until(predicate: callable, what: str, timeout: float = 60.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+def wait_ready(container: str) -> None:
+    """As roles and tests wait for an image: ask the supervisor, not Docker's health."""
+    proc = subprocess.run(
+        ["docker", "exec", container, "shipyard-init", "status", "--wait", "60"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr + logs(container)
 
 
 def wait_healthy(container: str) -> None:
@@ -140,7 +117,7 @@ def event_details(container: str, kind: str) -> list[tuple[str, str]]:
 
 
 def test_tini_is_pid_1_and_the_supervisor_runs_under_it(container: str) -> None:
-    wait_healthy(container)
+    wait_ready(container)
     assert docker("exec", container, "cat", "/proc/1/comm").strip() == "tini"
     cmdline = docker("exec", container, "cat", "/proc/1/cmdline").split("\0")
     assert cmdline[:3] == ["/usr/bin/tini", "--", "/usr/local/bin/shipyard-init"]
@@ -158,7 +135,7 @@ def test_tini_is_pid_1_and_the_supervisor_runs_under_it(container: str) -> None:
 
 
 def test_docker_stop_exits_0_fast_in_reverse_order(container: str) -> None:
-    wait_healthy(container)
+    wait_ready(container)
     assert events(container, "start") == ["prepare", "db", "web"]
     began = time.monotonic()
     docker("stop", container)
@@ -172,7 +149,7 @@ def test_docker_stop_exits_0_fast_in_reverse_order(container: str) -> None:
 
 
 def test_output_is_prefixed_per_service(container: str) -> None:
-    wait_healthy(container)
+    wait_ready(container)
     docker("stop", container)
     proc = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=True)
     assert "db | db says hello" in proc.stdout
@@ -181,7 +158,7 @@ def test_output_is_prefixed_per_service(container: str) -> None:
 
 
 def test_critical_crash_exits_with_its_code(container: str) -> None:
-    wait_healthy(container)
+    wait_ready(container)
     pid = dict(event_details(container, "start"))["db"]
     docker("exec", container, "sh", "-c", f"kill -KILL {pid}")
     wait_until(lambda: not state(container)["Running"], "the container to exit", timeout=15)
@@ -190,7 +167,7 @@ def test_critical_crash_exits_with_its_code(container: str) -> None:
 
 
 def test_orphans_in_the_container_leave_no_zombies(container: str) -> None:
-    wait_healthy(container)
+    wait_ready(container)
     spawn = (
         f"import os\nfor _ in range({ORPHANS}):\n"
         "    if os.fork() == 0:\n"
@@ -208,3 +185,25 @@ def test_orphans_in_the_container_leave_no_zombies(container: str) -> None:
     )
     docker("stop", container)
     assert state(container)["ExitCode"] == 0
+
+
+def test_status_wait_answers_long_before_the_healthcheck_would(container: str) -> None:
+    began = time.monotonic()
+    status = docker("exec", container, "shipyard-init", "status", "--wait", "60")
+    assert status.strip() == "ready"
+    assert time.monotonic() - began < 30
+    # The HEALTHCHECK (test -e on the ready marker) agrees once it has run.
+    wait_healthy(container)
+
+
+def test_under_an_arbitrary_uid_every_service_runs_as_that_uid(run: Callable[..., str]) -> None:
+    name = run("--user", "12345:0")
+    assert docker("exec", name, "shipyard-init", "status", "--wait", "60").strip() == "ready"
+    rows = docker("top", name, "-eo", "uid,pid,args").splitlines()[1:]
+    uids = {args: uid for uid, _, args in (row.split(None, 2) for row in rows)}
+    assert uids["/usr/bin/python3 /usr/local/bin/shipyard-init"] == "12345"
+    assert {uid for args, uid in uids.items() if STUB in args} == {"12345"}
+    assert "running as uid 12345, not root: every service runs as this uid" in logs(name)
+    docker("stop", name)
+    assert state(name)["ExitCode"] == 0, logs(name)
+    assert event_details(name, "stop") == [("web", "SIGTERM"), ("db", "SIGINT")]

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import docker, run_playbook
+from helpers import docker, run_playbook, wait_ready
 from logs_harness import Collector, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -117,7 +117,7 @@ def agent_env(collector: Collector, gateway: str) -> dict[str, str]:
 
 def lamp(containers: Callable[..., str], env: dict[str, str]) -> str:
     name = containers(LAMP, {"MARIADB_ROOT_PASSWORD": "logs-test-root", **env})
-    wait_healthy(name)
+    wait_ready(name)
     return name
 
 
@@ -222,7 +222,7 @@ def test_postgresql_ships_its_jsonlog_through_its_own_rotation(
 ):
     env = {"POSTGRES_PASSWORD": "logs-test", **agent_env(collector, gateway), **ROTATION}
     name = containers(POSTGRESQL, env)
-    wait_healthy(name)
+    wait_ready(name)
     count = 3000
     # A pause every 600 lines: the file name has whole seconds, and a rotation
     # within the same second reopens the same name.
@@ -269,8 +269,9 @@ def test_without_a_collector_the_image_works_and_the_agent_backs_off_quietly(
     assert 1 <= len(retries) <= 10, "\n".join(agent_lines)
     held = docker("exec", name, "ls", "/var/lib/shipyard/log-agent").split()
     # Positions have not moved: the backlog stays in the log files. The batch
-    # waiting for a connection is persisted only once it is sent; the
-    # statistics say nothing was shipped.
+    # waiting for a connection is persisted only once it is sent; stats.json
+    # is the agent's own report of what it shipped, not a position, and it
+    # says nothing was shipped.
     assert set(held) <= {"inflight.msgpack", "stats.json"}, held
     stats = json.loads(docker("exec", name, "cat", "/var/lib/shipyard/log-agent/stats.json"))
     assert stats["connected"] is False and stats["last_ack"] is None

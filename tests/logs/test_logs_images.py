@@ -24,7 +24,7 @@ from typing import Any
 
 import boto3
 import pytest
-from helpers import PlaybookRun, docker, run_playbook
+from helpers import PlaybookRun, docker, run_playbook, wait_ready
 from logs_harness import ForwardClient, forward, wait_for
 from shipyard_logs.forward import EventTime
 
@@ -70,15 +70,6 @@ def logs(container: str) -> str:
         ["docker", "logs", container], capture_output=True, text=True, check=False
     )
     return proc.stdout + proc.stderr
-
-
-def wait_healthy(container: str, timeout: float = 90) -> None:
-    def healthy() -> bool:
-        current = state(container)
-        assert current["Running"], logs(container)
-        return current.get("Health", {}).get("Status") == "healthy"
-
-    wait_for(healthy, timeout, f"{container} to turn healthy", interval=0.3)
 
 
 def published(container: str, port: str) -> int:
@@ -206,8 +197,8 @@ def stack(builds: tuple[PlaybookRun, PlaybookRun]) -> Iterator[Stack]:
             f"{COLLECTOR_IMAGE}:latest",
         )
         stack.created.append(stack.collector)
-        wait_healthy(stack.s3)
-        wait_healthy(stack.collector)
+        wait_ready(stack.s3)
+        wait_ready(stack.collector)
         port = published(stack.collector, "24224/tcp")
         send_acked(port, "apache.access", PAST, access_records(PAST_PATHS, "web-past"))
         send_acked(port, "apache.access", FUTURE, access_records(FUTURE_PATHS, "web-now"))
@@ -256,6 +247,7 @@ def test_moto_is_debians_package_and_nothing_is_fetched_for_it(builds):
     assert sorted(p.name for p in (ROOT / "images" / "s3").iterdir()) == [
         "Dockerfile",
         "README.md",
+        "image.yml",
         "services.toml",
     ]
 
@@ -276,7 +268,7 @@ def test_plain_docker_build_without_ansible_serves_s3(builds, base_image: str):
     )
     try:
         docker("run", "--detach", "--name", name, "--publish", "127.0.0.1::5000", image)
-        wait_healthy(name)
+        wait_ready(name)
         client = boto3.session.Session(
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=secrets.token_hex(16),
@@ -310,7 +302,7 @@ def test_image_contract(builds):
     assert set(s3["ExposedPorts"]) == {"5000/tcp"}
     for config in (collector, s3):
         assert config["Entrypoint"] == ["/usr/bin/tini", "--", "/usr/local/bin/shipyard-init"]
-        assert config["Healthcheck"]["Test"] == ["CMD", "/usr/local/bin/shipyard-init", "status"]
+        assert config["Healthcheck"]["Test"][1:] == ["/usr/bin/test", "-e", "/run/shipyard/ready"]
 
 
 def test_slices_land_in_the_volume_as_time_tag_json(stack: Stack):
@@ -492,7 +484,7 @@ def test_docker_stop_exits_0_quickly_and_moto_forgets_on_restart(stack: Stack, s
         assert code == 0, logs(container)
         assert took < 9, f"docker stop of {container} took {took:.1f} s"
     docker("start", stack.s3)
-    wait_healthy(stack.s3)
+    wait_ready(stack.s3)
     assert stack.moto().list_buckets()["Buckets"] == []
 
 
@@ -528,7 +520,7 @@ def test_zero_config_collector_keeps_every_acked_chunk_across_docker_stop(builds
         f"{COLLECTOR_IMAGE}:latest",
     )
     try:
-        wait_healthy(name)
+        wait_ready(name)
         assert "uploading" not in logs(name)
         acked: list[str] = []
         done = threading.Event()
@@ -544,7 +536,7 @@ def test_zero_config_collector_keeps_every_acked_chunk_across_docker_stop(builds
         assert code == 0, logs(name)
         assert took < 9, f"docker stop took {took:.1f} s under load"
         docker("start", name)
-        wait_healthy(name)
+        wait_ready(name)
         text = exec_text(name, "sh", "-c", "cat /var/log/shipyard/logs/*/busy-*.log")
         per_chunk = Counter(json.loads(line.split("\t")[2])["chunk"] for line in text.splitlines())
         # Every acked chunk is there, whole and once; an unacked one is all or nothing.

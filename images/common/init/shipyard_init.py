@@ -8,8 +8,12 @@ docs/architecture.md, decision 3, explains why this exists instead of supervisor
 or s6.
 
 Usage:
-    shipyard-init [--config PATH] [run]     supervise the services
-    shipyard-init [--config PATH] status    readiness query for HEALTHCHECK
+    shipyard-init [--config PATH] [run [--] [ARG...]]
+                                            supervise the services; ARGs are appended to
+                                            the command of every service marked
+                                            pass_arguments (the image's server)
+    shipyard-init [--config PATH] status [--wait SECONDS]
+                                            readiness query; --wait blocks until ready
     shipyard-init [--config PATH] restart NAME [--timeout S]
                                             restart a non-critical service (e.g. after
                                             its configuration changed) and wait until
@@ -26,7 +30,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
+import dataclasses
+import fnmatch
 import json
 import math
 import os
@@ -48,6 +53,9 @@ from urllib.parse import urlsplit
 PROG = "shipyard-init"
 DEFAULT_CONFIG = "/etc/shipyard/services.toml"
 DEFAULT_STATUS_FILE = "/run/shipyard/init-status.json"
+# Present exactly while every service is ready: the images' HEALTHCHECK is
+# `test -e` on it, a check that costs no interpreter start.
+DEFAULT_READY_FILE = "/run/shipyard/ready"
 DEFAULT_STOP_BUDGET = 9.0
 
 EX_OK = 0
@@ -83,10 +91,12 @@ SERVICE_KEYS = frozenset(
         "stop_timeout",
         "ready",
         "ready_interval",
+        "pass_arguments",
+        "secrets",
     }
 )
 LONGRUN_ONLY_KEYS = frozenset({"critical", "ready", "ready_interval"})
-SUPERVISOR_KEYS = frozenset({"status_file", "stop_budget"})
+SUPERVISOR_KEYS = frozenset({"status_file", "ready_file", "stop_budget", "secret_variables"})
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
@@ -100,6 +110,8 @@ READ_CHUNK = 65536
 # Lines longer than this are split so a service without newlines cannot grow
 # the buffer without bound.
 MAX_LINE = 65536
+# `status --wait` rereads the status file this often.
+WAIT_POLL = 0.05
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -233,6 +245,8 @@ class Service:
     stop_timeout: float = 5.0
     ready: Probe | None = None
     ready_interval: float = 0.2
+    pass_arguments: bool = False
+    secrets: bool = False
 
 
 @dataclass(frozen=True)
@@ -240,6 +254,25 @@ class Config:
     status_file: Path
     stop_budget: float
     services: tuple[Service, ...]
+    ready_file: Path = Path(DEFAULT_READY_FILE)
+    # Glob patterns of environment variable names that only services with
+    # secrets = true receive; no other service and no probe ever does.
+    secret_variables: tuple[str, ...] = ()
+
+    def with_arguments(self, arguments: Iterable[str]) -> Config:
+        """The services with `pass_arguments` get the container's arguments appended."""
+        extra = tuple(arguments)
+        if not extra:
+            return self
+        services = tuple(
+            dataclasses.replace(s, command=s.command + extra) if s.pass_arguments else s
+            for s in self.services
+        )
+        return dataclasses.replace(self, services=services)
+
+    @property
+    def takes_arguments(self) -> bool:
+        return any(s.pass_arguments for s in self.services)
 
 
 def _toml_type(value: object) -> str:
@@ -311,16 +344,22 @@ class _Table:
         return value if isinstance(value, list) else []
 
     def argv(self, key: str) -> tuple[str, ...] | None:
-        value = self._typed(key, (list,), "a list of strings")
-        if not isinstance(value, list):
+        value = self.strings(key)
+        if value is None:
             return None
         if not value:
             raise self.error(key, "must not be empty")
+        if not value[0]:
+            raise self.error(key, "the program name must not be empty")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...] | None:
+        value = self._typed(key, (list,), "a list of strings")
+        if not isinstance(value, list):
+            return None
         for item in value:
             if not isinstance(item, str) or "\0" in item:
                 raise self.error(key, f"expected a list of strings, found {_toml_type(item)}")
-        if not value[0]:
-            raise self.error(key, "the program name must not be empty")
         return tuple(value)
 
     def raw(self, key: str) -> object:
@@ -452,6 +491,8 @@ def _parse_service(raw: object, index: int) -> Service:
         stop_timeout=table.number("stop_timeout", 5.0, allow_zero=True),
         ready=_parse_probe(table),
         ready_interval=table.number("ready_interval", 0.2),
+        pass_arguments=table.boolean("pass_arguments", False),
+        secrets=table.boolean("secrets", False),
     )
 
 
@@ -476,11 +517,27 @@ def _check_stop_budget(services: Iterable[Service], budget: float) -> None:
         )
 
 
+def _parse_secret_variables(sup: _Table) -> tuple[str, ...]:
+    patterns = sup.strings("secret_variables") or ()
+    for pattern in patterns:
+        if not re.fullmatch(r"[A-Za-z0-9_*?\[\]!-]+", pattern):
+            raise sup.error(
+                "secret_variables",
+                f"expected variable names or glob patterns ([A-Za-z0-9_] and * ? [...]), "
+                f"got {pattern!r}",
+            )
+    return patterns
+
+
 def parse_config(data: Mapping[str, object]) -> Config:
     top = _Table(data, "top level", {"supervisor", "service"})
     sup = _Table(top.table("supervisor") or {}, "[supervisor]", SUPERVISOR_KEYS)
     status_file = Path(sup.path("status_file") or DEFAULT_STATUS_FILE)
+    ready_file = Path(sup.path("ready_file") or DEFAULT_READY_FILE)
+    if ready_file == status_file:
+        raise sup.error("ready_file", "must differ from status_file")
     stop_budget = sup.number("stop_budget", DEFAULT_STOP_BUDGET)
+    secret_variables = _parse_secret_variables(sup)
     raw_services = top.tables("service")
     if not raw_services:
         raise ConfigError("top level: key 'service': at least one [[service]] is required")
@@ -488,7 +545,7 @@ def parse_config(data: Mapping[str, object]) -> Config:
     _check_names(services)
     _check_stop_budget(services, stop_budget)
     services.sort(key=lambda s: (s.order, s.position))
-    return Config(status_file, stop_budget, tuple(services))
+    return Config(status_file, stop_budget, tuple(services), ready_file, secret_variables)
 
 
 def load_config(path: Path) -> Config:
@@ -588,8 +645,20 @@ class Reaper:
                 future.set_result(returncode)
 
 
-def _environment(service: Service) -> dict[str, str]:
-    env = dict(os.environ)
+def is_secret(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def environment(
+    service: Service, secret_variables: tuple[str, ...], *, probe: bool
+) -> dict[str, str]:
+    """What a service's process (or its probe) gets: ours, less the secrets it may not hold.
+
+    The one rule for secrets: a variable whose name matches secret_variables
+    reaches a service only when it says secrets = true, and a probe never.
+    """
+    keep = service.secrets and not probe
+    env = {k: v for k, v in os.environ.items() if keep or not is_secret(k, secret_variables)}
     if service.user is not None:
         user = service.user
         env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
@@ -597,16 +666,28 @@ def _environment(service: Service) -> dict[str, str]:
     return env
 
 
-def _popen(service: Service, argv: tuple[str, ...], capture: bool) -> subprocess.Popen[bytes]:
+def switching_users() -> bool:
+    """Only root can run a service as its own user; anyone else runs every service as itself.
+
+    That is how an image runs under an arbitrary uid (`docker run --user
+    12345:0`, OpenShift): the service's files must then be writable by that
+    uid, which the image's first-run steps check.
+    """
+    return os.geteuid() == 0
+
+
+def _popen(
+    service: Service, argv: tuple[str, ...], capture: bool, env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
     stream = subprocess.PIPE if capture else subprocess.DEVNULL
-    user = service.user
+    user = service.user if switching_users() else None
     try:
         return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=stream,
             stderr=stream,
-            env=_environment(service),
+            env=env,
             cwd=service.workdir,
             # Own process group: killpg() then reaches the service's helpers
             # too, and a terminal's Ctrl-C does not hit services directly.
@@ -701,24 +782,46 @@ class Runtime:
 
 
 class StatusFile:
-    """The JSON file `shipyard-init status` reads; replaced atomically on every change."""
+    """The JSON file `shipyard-init status` reads, and the ready marker the HEALTHCHECK tests.
 
-    def __init__(self, path: Path) -> None:
+    The JSON is replaced atomically on every change. The marker exists only
+    while every service is ready; it is removed before anything starts, so
+    one a killed supervisor left behind never outlives the next start-up.
+    """
+
+    def __init__(self, path: Path, ready_path: Path) -> None:
         self._path = path
+        self._ready_path = ready_path
         self._tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._marked: bool | None = None
         self._warned = False
 
-    def write(self, document: Mapping[str, object]) -> None:
+    def write(self, document: Mapping[str, object], *, ready: bool) -> None:
         data = json.dumps(document, indent=2).encode() + b"\n"
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
+            if self._marked is not False and not ready:
+                self._ready_path.unlink(missing_ok=True)
             self._tmp.write_bytes(data)
             self._tmp.replace(self._path)
+            if ready and not self._marked:
+                self._mark()
         except OSError as exc:
             # Health reporting is not worth taking the services down for.
             if not self._warned:
-                log(f"warning: cannot write status file {self._path}: {exc}")
+                log(
+                    f"warning: cannot write status file {self._path} or ready marker"
+                    f" {self._ready_path}: {exc}"
+                )
                 self._warned = True
+            return
+        self._marked = ready
+
+    def _mark(self) -> None:
+        tmp = self._ready_path.with_name(f".{self._ready_path.name}.{os.getpid()}.tmp")
+        self._ready_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(f"{os.getpid()}\n".encode())
+        tmp.replace(self._ready_path)
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -744,7 +847,8 @@ class Supervisor:
         self._outcome: asyncio.Future[int] = self._loop.create_future()
         self._state = "starting"
         self._exit_code: int | None = None
-        self._status = StatusFile(config.status_file)
+        self._status = StatusFile(config.status_file, config.ready_file)
+        self._secret_variables = config.secret_variables
         stat = _proc_stat(os.getpid())
         # The start time tells `status` whether the recorded pid is still us
         # and not some later process that reused the number.
@@ -757,6 +861,8 @@ class Supervisor:
     async def run(self) -> int:
         self._install_signal_handlers()
         self._publish()
+        if not switching_users() and any(rt.service.user for rt in self._runtimes):
+            log(f"running as uid {os.geteuid()}, not root: every service runs as this uid")
         starter = self._loop.create_task(self._start_all())
         starter.add_done_callback(self._on_starter_done)
         code = await self._outcome
@@ -814,7 +920,8 @@ class Supervisor:
             "updated": time.time(),
         }
         services = [runtime.snapshot() for runtime in self._runtimes]
-        self._status.write({"supervisor": supervisor, "services": services})
+        ready = self._state == "running" and all(rt.is_ready for rt in self._runtimes)
+        self._status.write({"supervisor": supervisor, "services": services}, ready=ready)
 
     # ---- starting
 
@@ -905,7 +1012,9 @@ class Supervisor:
         return runtime.ready.is_set()
 
     def _spawn(self, service: Service, argv: tuple[str, ...], *, capture: bool) -> Child:
-        proc = _popen(service, argv, capture)
+        # Only probes run uncaptured: their output is not logged, and they never get secrets.
+        env = environment(service, self._secret_variables, probe=not capture)
+        proc = _popen(service, argv, capture, env)
         exited = self._reaper.watch(proc)
         if not capture or proc.stdout is None or proc.stderr is None:
             return Child(proc.pid, exited)
@@ -1099,33 +1208,54 @@ async def supervise(config: Config) -> int:
 # --------------------------------------------------------------------------- status query
 
 
-def _status_problems(path: Path) -> list[str]:
+@dataclass(frozen=True)
+class Readiness:
+    problems: tuple[str, ...]
+    # A live supervisor that is stopping or has exited: it will not turn ready.
+    final: bool = False
+
+
+def _readiness(path: Path) -> Readiness:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return [f"supervisor has not started (no {path})"]
+        return Readiness((f"supervisor has not started (no {path})",))
     except (OSError, ValueError) as exc:
-        return [f"cannot read {path}: {exc}"]
+        return Readiness((f"cannot read {path}: {exc}",))
     try:
         supervisor, services = document["supervisor"], document["services"]
         pid, state = int(supervisor["pid"]), supervisor["state"]
         stat = _proc_stat(pid)
         if stat is None or stat[0] in "ZXx" or stat[1] != supervisor["start_ticks"]:
-            return [f"supervisor (pid {pid}) is not running (last state: {state})"]
+            return Readiness((f"supervisor (pid {pid}) is not running (last state: {state})",))
         problems = [] if state == "running" else [f"supervisor is {state}"]
         problems += [f"{s['name']} ({s['state']})" for s in services if not s["ready"]]
     except (KeyError, TypeError, ValueError, AttributeError):
-        return [f"malformed status file {path}"]
-    return problems
+        return Readiness((f"malformed status file {path}",))
+    return Readiness(tuple(problems), final=state in ("stopping", "exited"))
 
 
-def query_status(path: Path) -> int:
-    problems = _status_problems(path)
-    if problems:
-        print(f"not ready: {', '.join(problems)}")
-        return EX_FAILURE
-    print("ready")
-    return EX_OK
+def _status_problems(path: Path) -> list[str]:
+    return list(_readiness(path).problems)
+
+
+def query_status(path: Path, wait: float | None = None) -> int:
+    """0 when every service is ready. With `wait`, poll until then, for at most `wait` s.
+
+    A supervisor that is not running yet (the file is missing, or left by a
+    previous start of the container) is waited for; one that is stopping is not.
+    """
+    deadline = time.monotonic() + (wait or 0.0)
+    while True:
+        readiness = _readiness(path)
+        if not readiness.problems:
+            print("ready")
+            return EX_OK
+        if wait is None or readiness.final or time.monotonic() >= deadline:
+            after = f" after {wait:g} s" if wait is not None and not readiness.final else ""
+            print(f"not ready{after}: {', '.join(readiness.problems)}")
+            return EX_FAILURE
+        time.sleep(WAIT_POLL)
 
 
 # --------------------------------------------------------------------------- restart
@@ -1181,6 +1311,8 @@ def _become_subreaper() -> None:
     """Adopt orphans ourselves; only useful when no tini (or tini -s) is above us."""
     if os.environ.get("SHIPYARD_INIT_SUBREAPER") != "1":
         return
+    import ctypes  # only this rarely used mode needs it
+
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -1189,7 +1321,28 @@ def _become_subreaper() -> None:
         log("acting as child subreaper")
 
 
+def _split_run_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Everything after `run` (and an optional `--`) is for the services, never for us."""
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "run":
+            rest = argv[index + 1 :]
+            return argv[: index + 1], rest[1:] if rest[:1] == ["--"] else rest
+        # The value of --config is not a verb, even when it is the word "run".
+        index += 2 if word == "--config" else 1
+    return argv, []
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number of seconds, got {text}")
+    return value
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    words, arguments = _split_run_arguments(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
         prog=PROG, description="Supervise the services of a container."
     )
@@ -1202,21 +1355,29 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--check-config", action="store_true", help="validate the service file and exit"
     )
-    parser.add_argument(
-        "command",
-        nargs="?",
-        choices=("run", "status", "restart"),
-        default="run",
-        help="run: supervise (default); status: exit 0 only when every service is ready;"
-        " restart NAME: restart a non-critical service and wait until it is ready",
+    verbs = parser.add_subparsers(dest="command", metavar="{run,status,restart}")
+    verbs.add_parser(
+        "run",
+        help="supervise the services (the default); arguments after it are appended to the"
+        " command of every service with pass_arguments = true",
     )
-    parser.add_argument("service", nargs="?", help="the service to restart")
-    parser.add_argument(
-        "--timeout", type=float, default=60.0, help="restart: seconds to wait (default 60)"
+    status = verbs.add_parser("status", help="exit 0 only when every service is ready")
+    status.add_argument(
+        "--wait",
+        type=_seconds,
+        metavar="SECONDS",
+        help="block until every service is ready, at most SECONDS, then exit 1 naming what is not",
     )
-    args = parser.parse_args(argv)
-    if (args.command == "restart") != (args.service is not None):
-        parser.error("a service name goes with restart, and only with restart")
+    restart = verbs.add_parser(
+        "restart", help="restart a non-critical service and wait until it is ready"
+    )
+    restart.add_argument("service", help="the service to restart")
+    restart.add_argument(
+        "--timeout", type=_seconds, default=60.0, help="seconds to wait (default 60)"
+    )
+    args = parser.parse_args(words)
+    args.command = args.command or "run"
+    args.arguments = arguments
     return args
 
 
@@ -1233,11 +1394,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: OK ({len(config.services)} services: {names})")
         return EX_OK
     if args.command == "status":
-        return query_status(config.status_file)
+        return query_status(config.status_file, args.wait)
     if args.command == "restart":
         return restart_service(config, args.service, args.timeout)
+    if args.arguments and not config.takes_arguments:
+        log(f"{args.config}: no service takes arguments (pass_arguments), got {args.arguments}")
+        return EX_USAGE
     _become_subreaper()
-    code = asyncio.run(supervise(config))
+    code = asyncio.run(supervise(config.with_arguments(args.arguments)))
     # Every service is down and every line went out through os.write();
     # interpreter teardown would only add tens of milliseconds to `docker stop`.
     sys.stdout.flush()

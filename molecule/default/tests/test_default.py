@@ -22,7 +22,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from container_checks import docker, inspect, logs, wait_exited
+import yaml
+from helpers import ROOT, docker, inspect, logs, wait_exited, wait_healthy
 from testinfra.host import Host
 
 DOCKER_HOST_CONTAINER = "shipyard-molecule-dockerhost"
@@ -30,6 +31,8 @@ NAME = "shipyard"
 CONTAINERS = [f"{NAME}-{s}" for s in ("s3", "log-collector", "postgresql", "lamp")]
 HTTP_PORT = 8080
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+# This machine's engine; the flag wins over the DOCKER_HOST that inner_engine sets.
+LOCAL_ENGINE = "unix:///var/run/docker.sock"
 
 
 @cache
@@ -38,8 +41,8 @@ def host_address() -> str:
 
     Asked of this machine's engine: the flag wins over the DOCKER_HOST that
     inner_engine sets."""
-    proc = docker("--host=unix:///var/run/docker.sock", "inspect", DOCKER_HOST_CONTAINER)
-    return json.loads(proc.stdout)[0]["NetworkSettings"]["IPAddress"]
+    found = docker("inspect", DOCKER_HOST_CONTAINER, host=LOCAL_ENGINE)
+    return json.loads(found)[0]["NetworkSettings"]["IPAddress"]
 
 
 @pytest.fixture
@@ -47,6 +50,15 @@ def inner_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the docker CLI at the Docker host's engine (testinfra's own
     backend must keep talking to this machine's)."""
     monkeypatch.setenv("DOCKER_HOST", f"unix://{EPHEMERAL}/engine/docker.sock")
+
+
+def manifest_images() -> list[str]:
+    """name:first tag of every image the manifests name."""
+    found = []
+    for path in sorted((ROOT / "images").glob("*/image.yml")):
+        manifest = yaml.safe_load(path.read_text())
+        found.append(f"{manifest['name']}:{(manifest.get('tags') or ['latest'])[0]}")
+    return found
 
 
 def fetch(path: str) -> str:
@@ -59,16 +71,24 @@ def test_the_plays_installed_and_started_the_engine(host: Host) -> None:
     assert host.package("docker.io").is_installed
     assert host.package("python3-docker").is_installed
     assert host.process.filter(comm="dockerd")
-    # The base image was bootstrapped on this host: nothing was pulled.
+    # The base image is on this host, loaded from this machine: nothing was pulled.
     assert host.run("docker image inspect shipyard/base:trixie").rc == 0
+
+
+@pytest.mark.usefixtures("inner_engine")
+def test_the_host_runs_the_images_this_machine_built() -> None:
+    """Loaded, not built again: the same ids, so CI builds each image once."""
+    for image in [*manifest_images(), "shipyard/base:trixie"]:
+        here = docker("image", "inspect", "--format", "{{.Id}}", image, host=LOCAL_ENGINE)
+        assert docker("image", "inspect", "--format", "{{.Id}}", image) == here, image
 
 
 @pytest.mark.usefixtures("inner_engine")
 def test_every_container_is_healthy_and_labelled() -> None:
     for name in CONTAINERS:
-        state = inspect(name)
-        assert state["State"]["Health"]["Status"] == "healthy", name
-        assert state["Config"]["Labels"]["io.shipyard.environment"] == "dev"
+        # Docker's first check comes one 30 s HEALTHCHECK interval after the start.
+        wait_healthy(name, timeout=120)
+        assert inspect(name)["Config"]["Labels"]["io.shipyard.environment"] == "dev"
 
 
 def test_page_shows_both_database_rows() -> None:

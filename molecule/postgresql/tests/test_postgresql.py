@@ -3,7 +3,7 @@
 What is checked, against the molecule instance unless a test starts its own
 container of the same image:
 - the supervisor (shipyard-init, root, under tini) runs the server and all its
-  processes as postgres; the server holds no password in its environment;
+  processes as postgres; no service holds the password in its environment;
 - TCP logins need the password (SCRAM-SHA-256): right password in, none or a
   wrong one out, also from another container; the unix socket is peer only;
 - the converged role, database and row are there; the HEALTHCHECK is healthy;
@@ -14,7 +14,16 @@ container of the same image:
 - without a password the container refuses to start and names the variables;
   POSTGRES_PASSWORD_FILE, odd user and database names, POSTGRES_INITDB_ARGS
   and conf.d drop-ins work, and a bad drop-in fails with the server's message
-  in `docker logs`; no secret is in the image.
+  in `docker logs`; no secret is in the image;
+- the official image's conventions: any other command runs without the
+  supervisor (`psql --version`, `bash -c`), server flags (first, or after
+  `postgres`) reach the server and the first run, PGDATA,
+  POSTGRES_HOST_AUTH_METHOD, POSTGRES_INITDB_WALDIR, an arbitrary uid
+  (`--user 12345:0`) on an empty volume, and a read-only root with tmpfs
+  /run and /tmp: each initialises, serves, stops cleanly and starts again;
+  without a tmpfs on /run the start fails, naming the path;
+- no password shows in `docker logs` or in the server's log files; the
+  server's death stops the container with its status.
 """
 
 from __future__ import annotations
@@ -27,7 +36,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from container_checks import address, docker, inspect, logs, wait_exited, wait_healthy
+from container_checks import (
+    address,
+    assert_no_secret_logged,
+    docker,
+    inspect,
+    logs,
+    wait_exited,
+    wait_healthy,
+    wait_ready,
+)
 from testinfra.host import Host
 
 IMAGE = "shipyard/postgresql:17"
@@ -88,7 +106,7 @@ def server_log(container: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def instance(host: Host) -> str:
     name = host.backend.host
-    wait_healthy(name)
+    wait_ready(name)
     return name
 
 
@@ -114,18 +132,33 @@ RunContainer = Callable[..., str]
 
 @pytest.fixture
 def run_container() -> Iterator[RunContainer]:
-    """Start throwaway containers of the image; remove them (and their volumes) afterwards."""
-    names: list[str] = []
+    """Start throwaway containers of the image: `docker run` options, then the command.
 
-    def run(*args: str) -> str:
+    Each is removed afterwards with its volumes, named ones (`volume:NAME`
+    in an option is replaced by a fresh volume) included.
+    """
+    names: list[str] = []
+    volumes: list[str] = []
+
+    def run(*args: str, command: tuple[str, ...] = ()) -> str:
         name = f"shipyard-molecule-pg-{uuid.uuid4().hex[:8]}"
         names.append(name)
-        docker("run", "--detach", "--name", name, *args, IMAGE)
+        options = []
+        for arg in args:
+            if arg.startswith("volume:"):
+                volume, _, target = arg.removeprefix("volume:").partition(":")
+                volumes.append(f"{name}-{volume}")
+                options += ["--volume", f"{name}-{volume}:{target}"]
+            else:
+                options.append(arg)
+        docker("run", "--detach", "--name", name, *options, IMAGE, *command)
         return name
 
     yield run
     for name in names:
         docker("rm", "--force", "--volumes", name, check=False)
+    for volume in volumes:
+        docker("volume", "rm", "--force", volume, check=False)
 
 
 def test_services_run_as_postgres(instance: str) -> None:
@@ -156,21 +189,42 @@ def test_services_run_as_postgres(instance: str) -> None:
     assert root - {"ps"} == {"tini", by_pid[supervisor[0]][2], "shipyard-log-ro"}
 
 
-def test_server_holds_no_password(instance: str) -> None:
-    pid = docker("exec", instance, "head", "-1", "/var/lib/postgresql/data/postmaster.pid")
-    # Same uid as the server: root in a container lacks CAP_SYS_PTRACE for this.
-    environ = docker(
-        "exec", "--user", "postgres", instance, "cat", f"/proc/{pid.stdout.strip()}/environ"
-    ).stdout
-    names = {item.split("=", 1)[0] for item in environ.split("\0") if item}
-    assert "POSTGRES_USER" in names
-    assert not names & {"POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "PGPASSWORD"}
+def holders_of(container: str, secret: str) -> dict[str, bool]:
+    """Command name -> whether any process of that name holds `secret` in its environment.
+
+    Read on the Docker host, where `docker top` gives the pids: root in the
+    container lacks CAP_SYS_PTRACE for other users' environments.
+    """
+    holders: dict[str, bool] = {}
+    for line in docker("top", container, "-eo", "pid,comm").stdout.splitlines()[1:]:
+        pid, comm = line.split(None, 1)
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except FileNotFoundError:
+            continue  # a process that has just exited
+        except PermissionError:
+            pytest.fail("reading another process's environment needs root on the Docker host")
+        holders[comm] = holders.get(comm, False) or secret.encode() in environ
+    return holders
+
+
+def test_no_service_holds_the_password(
+    instance: str, env: dict[str, str], app: dict[str, str]
+) -> None:
+    # Nor does any log: docker logs or the server's files.
+    passwords = {"POSTGRES_PASSWORD": env["POSTGRES_PASSWORD"], "app": app["password"]}
+    assert_no_secret_logged(instance, passwords)
+    holders = holders_of(instance, env["POSTGRES_PASSWORD"])
+    # tini and the supervisor hold what Docker gave the container; nothing they start does.
+    assert {"tini", "shipyard-init", "postgres", "shipyard-logs"} <= set(holders)
+    assert {comm for comm, holds in holders.items() if holds} <= {"tini", "shipyard-init"}
 
 
 def test_healthcheck_follows_the_supervisor(instance: str) -> None:
-    assert inspect(instance)["State"]["Health"]["Status"] == "healthy"
     status = docker("exec", "--user", "postgres", instance, "shipyard-init", "status")
     assert status.stdout.strip() == "ready"
+    # Docker's first check comes one 30 s interval after the start.
+    wait_healthy(instance, timeout=120)
 
 
 def test_tcp_login_needs_the_password(
@@ -200,14 +254,14 @@ def test_tcp_login_from_another_container(instance: str, app: dict[str, str]) ->
     url = (
         f"postgresql://{app['user']}@{address(instance)}:5432/{app['database'].replace(' ', '%20')}"
     )
+    # The image runs a client command as it is, without the supervisor.
     client = [
         "run",
         "--rm",
-        "--entrypoint",
-        "psql",
         "--env",
         f"PGPASSWORD={app['password']}",
         IMAGE,
+        "psql",
         "--no-psqlrc",
         "--tuples-only",
         "--no-align",
@@ -238,12 +292,15 @@ def test_unix_socket_is_peer_only(instance: str, app: dict[str, str]) -> None:
 def test_initdb_files_ran_once_without_tcp(instance: str, env: dict[str, str]) -> None:
     rows = psql(
         instance,
-        "SELECT source || ' ' || listen_addresses FROM init_runs ORDER BY id",
+        "SELECT source || ' ' || listen_addresses || ' ' || coalesce(os_user, '-')"
+        " FROM init_runs ORDER BY id",
         user=env["POSTGRES_USER"],
         database=env["POSTGRES_DB"],
     ).stdout.splitlines()
-    # The temporary server had listen_addresses = '' (an empty second field).
-    assert rows == [f"{source} " for source in EXPECTED_INIT_SOURCES]
+    # The temporary server had listen_addresses = '' (an empty second field);
+    # the scripts ran as the database's OS user.
+    os_users = {"30-sourced.sh": "postgres", "40-executed.sh": "postgres"}
+    assert rows == [f"{source}  {os_users.get(source, '-')}" for source in EXPECTED_INIT_SOURCES]
 
 
 def test_image_holds_no_secret_and_no_database() -> None:
@@ -251,7 +308,8 @@ def test_image_holds_no_secret_and_no_database() -> None:
     assert "POSTGRES_PASSWORD=" not in history
     config = json.loads(docker("image", "inspect", IMAGE).stdout)[0]["Config"]
     assert not [e for e in config["Env"] if "PASSWORD" in e]
-    assert config["Healthcheck"]["Test"] == ["CMD", "/usr/local/bin/shipyard-init", "status"]
+    assert config["Healthcheck"]["Test"] == ["CMD", "/usr/bin/test", "-e", "/run/shipyard/ready"]
+    assert config["Healthcheck"]["Interval"] >= 30 * 10**9
     assert "/var/lib/postgresql/data" in config["Volumes"]
     listing = docker("run", "--rm", "--entrypoint", "ls", IMAGE, "-A", "/var/lib/postgresql/data")
     assert listing.stdout.strip() == ""
@@ -270,7 +328,7 @@ def test_stop_is_clean_and_fast_and_data_survives(
     assert "postgres stopped after" in logs(instance)
 
     docker("start", instance)
-    wait_healthy(instance)
+    wait_ready(instance)
     restart = server_log(instance)[records_before:]
     messages = [record["message"] for record in restart]
     assert any(m.startswith("received fast shutdown request") for m in messages), messages
@@ -341,7 +399,7 @@ def test_password_file_odd_names_initdb_args_and_conf_d(
         "--volume",
         f"{conf_d}:/etc/postgresql/conf.d:ro",
     )
-    wait_healthy(name)
+    wait_ready(name)
     login = {"user": user, "database": database, "password": "file-Secret-3", "tcp": True}
     got = psql(
         name,
@@ -350,6 +408,7 @@ def test_password_file_odd_names_initdb_args_and_conf_d(
         **login,
     )
     assert got.stdout.strip() == f"{user}|{database}|7MB|on"
+    assert_no_secret_logged(name, {"POSTGRES_PASSWORD_FILE": "file-Secret-3"})
 
     # A bad drop-in on an initialised volume: the server refuses to start, and
     # says why in `docker logs`.
@@ -359,3 +418,169 @@ def test_password_file_odd_names_initdb_args_and_conf_d(
     docker("start", name)
     assert wait_exited(name) != 0
     assert 'invalid value for parameter "shared_buffers"' in logs(name)
+
+
+# ---------------------------------------------------- the official image's conventions
+
+
+def run_once(*args: str) -> subprocess.CompletedProcess:
+    """`docker run --rm IMAGE ARGS`: a command that is not the server."""
+    return docker("run", "--rm", IMAGE, *args, check=False, timeout=120)
+
+
+def test_a_command_that_is_not_the_server_runs_without_the_supervisor() -> None:
+    version = run_once("psql", "--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("psql (PostgreSQL) 17")
+    hello = run_once("bash", "-c", "echo hi; ps -o comm= -p 1")
+    assert hello.returncode == 0, hello.stderr
+    # tini is PID 1 and bash its child: no shipyard-init in between.
+    assert hello.stdout.split() == ["hi", "tini"]
+    assert "shipyard-init" not in hello.stderr
+    server_version = run_once("postgres", "--version")
+    assert (server_version.returncode, server_version.stdout.split()[:2]) == (
+        0,
+        ["postgres", "(PostgreSQL)"],
+    )
+    assert run_once("false").returncode == 1
+
+
+def server_settings(name: str, password: str, *settings: str) -> list[str]:
+    query = "SELECT " + ", ".join(f"current_setting('{s}')" for s in settings)
+    got = psql(name, query, user="postgres", database="postgres", password=password, tcp=True)
+    return got.stdout.strip().split("|")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("-c", "shared_buffers=48MB", "-c", "work_mem=5MB"),
+        ("postgres", "-c", "shared_buffers=48MB", "-c", "work_mem=5MB"),
+    ],
+    ids=["flags", "postgres-and-flags"],
+)
+def test_server_flags_reach_the_server_and_the_first_run(
+    run_container: RunContainer, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    initdb = tmp_path / "initdb"
+    initdb.mkdir(mode=0o755)
+    script = initdb / "10-seen.sql"
+    script.write_text("CREATE TABLE seen AS SELECT current_setting('work_mem') AS work_mem;\n")
+    script.chmod(0o644)
+    name = run_container(
+        "--env",
+        "POSTGRES_PASSWORD=flags-Secret-4",
+        "--volume",
+        f"{initdb}:/docker-entrypoint-initdb.d:ro",
+        command=command,
+    )
+    wait_ready(name)
+    assert server_settings(name, "flags-Secret-4", "shared_buffers", "work_mem") == ["48MB", "5MB"]
+    seen = psql(name, "SELECT work_mem FROM seen", user="postgres", database="postgres")
+    assert seen.stdout.strip() == "5MB"
+
+
+def assert_stops_cleanly_and_starts_again(name: str, password: str) -> None:
+    began = time.monotonic()
+    docker("stop", name, timeout=30)
+    assert inspect(name)["State"]["ExitCode"] == 0, logs(name)[-3000:]
+    assert time.monotonic() - began < 10
+    assert "postgres stopped after" in logs(name)
+    docker("start", name)
+    wait_ready(name)
+    restarted = logs(name, since=inspect(name)["State"]["StartedAt"])
+    assert "Skipping initialization" in restarted
+    assert server_settings(name, password, "server_version_num")[0].startswith("17")
+
+
+def test_arbitrary_uid_on_an_empty_volume(run_container: RunContainer) -> None:
+    # The official image's rule: the volume one level up, PGDATA a subdirectory.
+    name = run_container(
+        "--user",
+        "12345:0",
+        "--env",
+        "POSTGRES_PASSWORD=uid-Secret-5",
+        "--env",
+        "PGDATA=/var/lib/postgresql/data/pgdata",
+        "volume:data:/var/lib/postgresql/data",
+    )
+    wait_ready(name)
+    rows = docker("top", name, "-eo", "pid,uid").stdout.splitlines()[1:]
+    uids = {row.split()[1] for row in rows}
+    assert uids == {"12345"}
+    assert server_settings(name, "uid-Secret-5", "data_directory") == [
+        "/var/lib/postgresql/data/pgdata"
+    ]
+    # The uid has a name for peer logins on the socket, as the image's postgres.
+    who = docker("exec", name, "psql", "-U", "postgres", "-tAc", "SELECT current_user")
+    assert who.stdout.strip() == "postgres"
+    assert_stops_cleanly_and_starts_again(name, "uid-Secret-5")
+
+
+def test_arbitrary_uid_that_cannot_own_the_data_directory_is_told_why(
+    run_container: RunContainer,
+) -> None:
+    name = run_container(
+        "--user", "12345:0", "--env", "POSTGRES_PASSWORD=x", "volume:data:/var/lib/postgresql/data"
+    )
+    assert wait_exited(name) == 1
+    output = logs(name)
+    assert "/var/lib/postgresql/data is owned by uid" in output
+    assert "PGDATA=/var/lib/postgresql/data/pgdata" in output
+
+
+def test_read_only_root_with_tmpfs_run_and_tmp(run_container: RunContainer) -> None:
+    # The write-ahead log on a volume of its own: POSTGRES_INITDB_WALDIR.
+    name = run_container(
+        "--read-only",
+        "--tmpfs",
+        "/run",
+        "--tmpfs",
+        "/tmp",  # noqa: S108 - a tmpfs of the container's own
+        "--env",
+        "POSTGRES_PASSWORD=ro-Secret-6",
+        "--env",
+        "POSTGRES_INITDB_WALDIR=/var/lib/postgresql/wal",
+        "volume:data:/var/lib/postgresql/data",
+        "volume:wal:/var/lib/postgresql/wal",
+    )
+    wait_ready(name)
+    assert server_settings(name, "ro-Secret-6", "server_version_num")[0].startswith("17")
+    wal = docker("exec", name, "readlink", "/var/lib/postgresql/data/pg_wal").stdout.strip()
+    assert wal == "/var/lib/postgresql/wal"
+    # The server logs to its files (a volume) and the agent runs on.
+    assert server_log(name)
+    assert "log-agent" in docker("exec", name, "ps", "-eo", "user=").stdout
+    assert_stops_cleanly_and_starts_again(name, "ro-Secret-6")
+
+
+def test_read_only_root_without_a_tmpfs_on_run_names_the_path(run_container: RunContainer) -> None:
+    name = run_container(
+        "--read-only", "--env", "POSTGRES_PASSWORD=x", "volume:data:/var/lib/postgresql/data"
+    )
+    assert wait_exited(name) == 1
+    output = logs(name)
+    assert "/run/postgresql is not writable by uid 0" in output
+    assert "Mount a volume or a tmpfs there" in output
+
+
+def test_host_auth_method_trust_only_when_asked(run_container: RunContainer) -> None:
+    name = run_container("--env", "POSTGRES_HOST_AUTH_METHOD=trust")
+    wait_ready(name)
+    unasked = psql(name, "SELECT current_user", user="postgres", database="postgres", tcp=True)
+    assert unasked.stdout.strip() == "postgres"
+    assert "POSTGRES_HOST_AUTH_METHOD=trust" in logs(name)
+
+    refused = run_container(
+        "--env", "POSTGRES_PASSWORD=x", "--env", "POSTGRES_HOST_AUTH_METHOD=ident"
+    )
+    assert wait_exited(refused) == 1
+    assert "POSTGRES_HOST_AUTH_METHOD must be one of" in logs(refused)
+
+
+def test_the_server_dying_stops_the_container_with_its_status(run_container: RunContainer) -> None:
+    name = run_container("--env", "POSTGRES_PASSWORD=x")
+    wait_ready(name)
+    docker("exec", name, "sh", "-c", 'kill -KILL "$(head -n 1 "$PGDATA/postmaster.pid")"')
+    assert wait_exited(name) == 137
+    assert "critical service postgres was killed by SIGKILL" in logs(name)

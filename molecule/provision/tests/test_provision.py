@@ -19,7 +19,6 @@ import html
 import os
 import re
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -27,19 +26,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from provisioning import (
+    LAMP,
+    ODD_DB,
+    ODD_USER,
+    PASSWORDS,
+    PG,
+    docker,
+    maria_login,
+    new_secret,
+    pg_login,
+    run_role,
+)
 
-PG = "shipyard-molecule-provision-pg"
-LAMP = "shipyard-molecule-provision-lamp"
-ODD_USER = 'we\'ird; "user"'
-ODD_DB = "app; drop"
-PASSWORDS = {
-    "app": "molecule-app-Secret-2",
-    ODD_USER: "molecule-odd-Secret-3",
-    "reader": "molecule-file-Secret-5",
-    "gone": "molecule-gone-Secret-4",
-}
-SCENARIO = Path(__file__).resolve().parent.parent
-PROJECT = SCENARIO.parent.parent
 INDEX = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 BUILD = "/opt/shipyard-driver-build"  # in the containers
 # The drivers built from source, and the build backend pip needs for them.
@@ -48,51 +47,6 @@ DIST_FILES = {
     "mysqlclient": "mysqlclient-2.2.7.tar.gz",
     "setuptools": "setuptools-80.9.0-py3-none-any.whl",
 }
-
-
-def docker(
-    *args: str, stdin: str | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["docker", *args], input=stdin, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def pg_login(user: str, db: str) -> subprocess.CompletedProcess:
-    return docker(
-        "exec",
-        "-e",
-        f"PGPASSWORD={PASSWORDS[user]}",
-        PG,
-        "psql",
-        "-X",
-        "-h",
-        "127.0.0.1",
-        "-U",
-        user,
-        "-d",
-        db,
-        "-Atc",
-        "SELECT current_user",
-    )
-
-
-def maria_login(user: str, db: str) -> subprocess.CompletedProcess:
-    return docker(
-        "exec",
-        "-e",
-        f"MYSQL_PWD={PASSWORDS[user]}",
-        LAMP,
-        "mariadb",
-        "-h",
-        "127.0.0.1",
-        "-u",
-        user,
-        "-D",
-        db,
-        "-Nse",
-        "SELECT current_user()",
-    )
 
 
 ACCESS = [
@@ -290,44 +244,6 @@ def test_mysqlclient_source_build_fails_without_the_role(
     assert "Can not find valid pkg-config name" in proc.stdout + proc.stderr
 
 
-def run_role(
-    container: str, role: str, extra: str, verbose: bool = True
-) -> subprocess.CompletedProcess:
-    """Run one role against a molecule container with extra vars (JSON)."""
-    remote_user = "postgres" if container == PG else "root"
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"),
-        ANSIBLE_ROLES_PATH=str(PROJECT / "roles"),
-    )
-    cmd = [
-        str(PROJECT / ".venv/bin/ansible-playbook"),
-        *(["-v"] if verbose else []),
-        "-i",
-        f"{container},",
-        "-c",
-        "community.docker.docker",
-        "-u",
-        remote_user,
-        "-e",
-        "ansible_python_interpreter=/usr/bin/python3",
-        "-e",
-        f"provision_test_role={role}",
-        "-e",
-        extra,
-        str(SCENARIO / "bad_input.yml"),
-    ]
-    for _attempt in range(3):
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=env, timeout=300, check=False
-        )
-        # `docker exec` can fail to start under load; that is no answer about the role.
-        if "UNREACHABLE!" not in proc.stdout:
-            break
-        time.sleep(2)
-    return proc
-
-
 @pytest.mark.parametrize(
     ("container", "role", "prefix"),
     [
@@ -335,17 +251,18 @@ def run_role(
         (LAMP, "mariadb_provision", "mariadb_provision"),
     ],
 )
-@pytest.mark.parametrize("password", ['"password": ""', None])
+@pytest.mark.parametrize("password", ["", None])
 def test_empty_or_missing_password_fails_naming_the_variable(
     container: str, role: str, prefix: str, password: str | None
 ) -> None:
-    user = '{"name": "nopass", "db": "app"' + (", " + password if password else "") + "}"
+    user: dict[str, object] = {"name": "nopass", "db": "app"}
+    if password is not None:
+        user["password"] = password
     login = "shipyard" if container == PG else "root"
-    extra = f'{{"{prefix}_users": [{user}], "{prefix}_login_user": "{login}"}}'
-    proc = run_role(container, role, extra)
+    proc = run_role(container, role, {f"{prefix}_users": [user], f"{prefix}_login_user": login})
     assert proc.returncode != 0
     assert f"{prefix}_users[0].password is empty or missing" in proc.stdout
-    assert "Create the users" not in proc.stdout and "Create users" not in proc.stdout
+    assert "Check psycopg2" not in proc.stdout and "Check pymysql" not in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -356,39 +273,35 @@ def test_empty_or_missing_password_fails_naming_the_variable(
     ],
 )
 def test_no_secret_in_verbose_output(container: str, role: str, prefix: str) -> None:
-    secret = f"verbose-Secret-{uuid.uuid4().hex}"
-    login = "shipyard" if container == PG else "root"
-    # A new user (created, then removed) and a failing run (a missing database).
-    for users in (
-        f'[{{"name": "verbose", "password": "{secret}", "db": "app"}}]',
-        '[{"name": "verbose", "state": "absent"}]',
-        f'[{{"name": "verbose2", "password": "{secret}", "db": "no such db"}}]',
-    ):
-        proc = run_role(
-            container, role, f'{{"{prefix}_users": {users}, "{prefix}_login_user": "{login}"}}'
-        )
-        assert secret not in proc.stdout + proc.stderr
+    """A user created, one failing on a missing database, then both removed."""
+    secret = new_secret(f"verbose-{prefix}")
+    login = {f"{prefix}_login_user": "shipyard" if container == PG else "root"}
+    users = [
+        {"name": "verbose", "password": secret, "db": "app"},
+        {"name": "verbose2", "password": secret, "db": "no such db"},
+    ]
+    proc = run_role(container, role, {f"{prefix}_users": users, **login})
     assert proc.returncode != 0
     assert "no such db" in proc.stdout or "does not exist" in proc.stdout
-    cleanup = '[{"name": "verbose2", "state": "absent"}]'
-    proc = run_role(
-        container, role, f'{{"{prefix}_users": {cleanup}, "{prefix}_login_user": "{login}"}}'
-    )
+    assert secret not in proc.stdout + proc.stderr
+    cleanup = [{"name": "verbose", "state": "absent"}, {"name": "verbose2", "state": "absent"}]
+    proc = run_role(container, role, {f"{prefix}_users": cleanup, **login})
     assert proc.returncode == 0, proc.stdout
+    assert secret not in proc.stdout + proc.stderr
 
 
 def test_missing_driver_is_reported_before_any_database_task(
     bare_containers: dict[str, str],
 ) -> None:
     bare_pg = bare_containers["shipyard/postgresql:17"]  # has psycopg2, not PyMySQL
-    proc = run_role(bare_pg, "mariadb_provision", '{"mariadb_provision_users": []}')
+    proc = run_role(bare_pg, "mariadb_provision", {"mariadb_provision_users": []})
     assert proc.returncode != 0
     assert "python3-pymysql (Python module pymysql) cannot be imported by /usr/bin/python3" in (
         proc.stdout
     )
     assert "Create users and databases" not in proc.stdout
     proc = run_role(
-        bare_pg, "db_clients", '{"db_clients_engines": ["mariadb"], "db_clients_install": false}'
+        bare_pg, "db_clients", {"db_clients_engines": ["mariadb"], "db_clients_install": False}
     )
     assert proc.returncode != 0
     assert "python3-pymysql, mariadb-client (db_clients_install is false" in proc.stdout

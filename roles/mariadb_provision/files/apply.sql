@@ -1,23 +1,40 @@
 -- shipyard mariadb_provision: users -> databases -> grants -> absent
 -- databases -> absent users, in one anonymous block. Run by
--- community.mysql.mysql_query with named_args after SET @shipyard_spec, so a
--- literal percent sign is written twice. Account names and literals are
--- quoted by the server with QUOTE(), identifiers by doubling backticks; in
--- grants, _ and %% in database names are escaped so they match only that
--- database. Every change made is appended to @shipyard_changes.
+-- community.mysql.mysql_query after SET @shipyard_spec, without arguments (so
+-- a percent sign is itself), in a session whose sql_mode the role sets, so
+-- the quoting below means the same whatever the server's. Account names and
+-- literals are quoted by the server with QUOTE(), identifiers by doubling
+-- backticks; in grants, _ and % in database names are escaped so they match
+-- only that database. Passwords arrive as mysql_native_password hashes
+-- computed on the controller, never as plaintext; a failing statement on an
+-- account is re-signalled with the account and the server's message only.
+-- Every change made is appended to @shipyard_changes.
 BEGIN NOT ATOMIC
   SET @shipyard_changes = '';
-  FOR u IN (SELECT j.name, j.host, j.password FROM JSON_TABLE(@shipyard_spec, '$.users[*]' COLUMNS (
+  FOR u IN (SELECT j.name, j.host, j.hash FROM JSON_TABLE(@shipyard_spec, '$.users[*]' COLUMNS (
               name VARCHAR(128) PATH '$.name', host VARCHAR(255) PATH '$.host',
-              password TEXT PATH '$.password', state VARCHAR(8) PATH '$.state')) AS j
+              hash VARCHAR(64) PATH '$.hash', state VARCHAR(8) PATH '$.state')) AS j
             WHERE j.state = 'present') DO
-    IF NOT EXISTS (SELECT 1 FROM mysql.user WHERE User = u.name AND Host = u.host) THEN
-      EXECUTE IMMEDIATE CONCAT('CREATE USER ', QUOTE(u.name), '@', QUOTE(u.host), ' IDENTIFIED BY ', QUOTE(u.password));
-      SET @shipyard_changes = CONCAT(@shipyard_changes, 'created user ', QUOTE(u.name), '@', QUOTE(u.host), '\n');
-    ELSEIF JSON_VALUE(@shipyard_spec, '$.update_password') = 'always' THEN
-      EXECUTE IMMEDIATE CONCAT('ALTER USER ', QUOTE(u.name), '@', QUOTE(u.host), ' IDENTIFIED BY ', QUOTE(u.password));
-      SET @shipyard_changes = CONCAT(@shipyard_changes, 'set the password of ', QUOTE(u.name), '@', QUOTE(u.host), '\n');
-    END IF;
+    BEGIN
+      DECLARE EXIT HANDLER FOR SQLEXCEPTION
+      BEGIN
+        GET DIAGNOSTICS CONDITION 1 @shipyard_error = MESSAGE_TEXT;
+        SET @shipyard_error = CONCAT('user ', QUOTE(u.name), '@', QUOTE(u.host), ': ', @shipyard_error);
+        RESIGNAL SET MESSAGE_TEXT = @shipyard_error;
+      END;
+      IF NOT EXISTS (SELECT 1 FROM mysql.user WHERE User = u.name AND Host = u.host) THEN
+        EXECUTE IMMEDIATE CONCAT('CREATE USER ', QUOTE(u.name), '@', QUOTE(u.host),
+                                 ' IDENTIFIED VIA mysql_native_password USING ', QUOTE(u.hash));
+        SET @shipyard_changes = CONCAT(@shipyard_changes, 'created user ', QUOTE(u.name), '@', QUOTE(u.host), '\n');
+      -- The hash is unsalted, so an unchanged password gives the stored one back.
+      ELSEIF JSON_VALUE(@shipyard_spec, '$.update_password') = 'always' AND NOT EXISTS (
+          SELECT 1 FROM mysql.user WHERE User = u.name AND Host = u.host
+          AND plugin = 'mysql_native_password' AND authentication_string = u.hash) THEN
+        EXECUTE IMMEDIATE CONCAT('ALTER USER ', QUOTE(u.name), '@', QUOTE(u.host),
+                                 ' IDENTIFIED VIA mysql_native_password USING ', QUOTE(u.hash));
+        SET @shipyard_changes = CONCAT(@shipyard_changes, 'set the password of ', QUOTE(u.name), '@', QUOTE(u.host), '\n');
+      END IF;
+    END;
   END FOR;
   FOR d IN (SELECT j.name, j.encoding, j.collation FROM JSON_TABLE(@shipyard_spec, '$.databases[*]' COLUMNS (
               name VARCHAR(128) PATH '$.name', encoding VARCHAR(64) PATH '$.encoding',
@@ -31,7 +48,7 @@ BEGIN NOT ATOMIC
     END IF;
   END FOR;
   FOR g IN (SELECT j.name, j.host, j.db, UPPER(j.priv) AS priv,
-                   REPLACE(REPLACE(REPLACE(j.db, '\\', '\\\\'), '_', '\\_'), '%%', '\\%%') AS pattern
+                   REPLACE(REPLACE(REPLACE(j.db, '\\', '\\\\'), '_', '\\_'), '%', '\\%') AS pattern
             FROM JSON_TABLE(@shipyard_spec, '$.users[*]' COLUMNS (
               name VARCHAR(128) PATH '$.name', host VARCHAR(255) PATH '$.host', db VARCHAR(128) PATH '$.db',
               state VARCHAR(8) PATH '$.state', NESTED PATH '$.privs[*]' COLUMNS (priv VARCHAR(64) PATH '$'))) AS j

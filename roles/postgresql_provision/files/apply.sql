@@ -2,9 +2,14 @@
 -- state. Run by community.postgresql.postgresql_query with named_args, so a
 -- literal percent sign is written twice. Identifiers and literals are quoted
 -- by the server with format('%%I') and format('%%L'). Returns one row per
--- change made; no rows means nothing changed.
-SET LOCAL log_statement = 'none';
-SET LOCAL log_min_error_statement = 'panic';
+-- change made; no rows means nothing changed (the read phase returns one
+-- JSON row and changes nothing).
+--
+-- Passwords arrive as SCRAM-SHA-256 verifiers computed on the controller
+-- (never the plaintext), after quiet.sql turned the statement logs off for
+-- this transaction. A statement that fails is re-raised with the role's name
+-- and the server's message and detail, never with the failed statement as
+-- its context, so no verifier reaches an error report or the server log.
 CREATE OR REPLACE FUNCTION pg_temp.shipyard_apply(phase text, users json, dbs json,
                                                   update_password boolean, revoke_public boolean)
 RETURNS SETOF text LANGUAGE plpgsql AS $shipyard$
@@ -12,18 +17,40 @@ DECLARE
   u record;
   d record;
   p text;
-  r_oid oid;
+  err_detail text;
 BEGIN
-  IF phase = 'roles' THEN
-    FOR u IN SELECT * FROM json_to_recordset(users) AS x(name text, password text, state text)
+  IF phase = 'read' THEN
+    -- What the controller needs to compute verifiers: the server's iterations
+    -- for new ones and, to compare, the stored ones (pg_authid: superuser only,
+    -- so only read when asked).
+    p := coalesce(current_setting('scram_iterations', true), '4096');
+    IF update_password THEN
+      RETURN NEXT json_build_object('iterations', p, 'verifiers', (
+        SELECT json_object_agg(a.rolname, a.rolpassword) FROM pg_authid a
+        WHERE a.rolname IN (SELECT x.name FROM json_to_recordset(users) AS x(name text))))::text;
+    ELSE
+      RETURN NEXT json_build_object('iterations', p, 'verifiers', NULL)::text;
+    END IF;
+  ELSIF phase = 'roles' THEN
+    FOR u IN SELECT * FROM json_to_recordset(users) AS x(name text, verifier text, state text)
              WHERE x.state = 'present' LOOP
-      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = u.name) THEN
-        EXECUTE format('CREATE ROLE %%I LOGIN PASSWORD %%L', u.name, u.password);
-        RETURN NEXT 'created role ' || quote_ident(u.name);
-      ELSIF update_password THEN
-        EXECUTE format('ALTER ROLE %%I LOGIN PASSWORD %%L', u.name, u.password);
-        RETURN NEXT 'set the password of role ' || quote_ident(u.name);
-      END IF;
+      BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = u.name) THEN
+          EXECUTE format('CREATE ROLE %%I LOGIN PASSWORD %%L', u.name, u.verifier);
+          RETURN NEXT 'created role ' || quote_ident(u.name);
+        -- The verifier was computed with the stored salt and iterations: equal
+        -- exactly when the password is unchanged (reading pg_authid needs the
+        -- superuser, as does setting another role's password anyway).
+        ELSIF update_password AND u.verifier IS DISTINCT FROM
+            (SELECT rolpassword FROM pg_authid WHERE rolname = u.name) THEN
+          EXECUTE format('ALTER ROLE %%I LOGIN PASSWORD %%L', u.name, u.verifier);
+          RETURN NEXT 'set the password of role ' || quote_ident(u.name);
+        END IF;
+      EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS err_detail = PG_EXCEPTION_DETAIL;
+        RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = format('role %%s: %%s', quote_ident(u.name), SQLERRM)
+          || CASE WHEN err_detail <> '' THEN ' (' || err_detail || ')' ELSE '' END;
+      END;
     END LOOP;
   ELSIF phase = 'privileges' THEN
     FOR d IN SELECT x.name, x.owner, db.oid, db.datdba, db.datacl
