@@ -57,8 +57,11 @@ def playbook(tmp_path: Path, text: str, extra: dict) -> subprocess.CompletedProc
         "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
         "PATH": f"{BIN}:{os.environ['PATH']}",
     }
+    # Its own inventory: the project's reads the dev environment's fact.
+    command = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local"]
+    extra = {"ansible_python_interpreter": PYTHON, **extra}
     return subprocess.run(
-        [str(BIN / "ansible-playbook"), str(path), "--extra-vars", json.dumps(extra)],
+        [*command, str(path), "--extra-vars", json.dumps(extra)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
