@@ -80,6 +80,9 @@ class SliceLayout:
             raise LayoutError("time_slice_format may use %Y %m %d %j %H %M only, and needs %Y")
         if ".." in fmt or fmt.startswith("/"):
             raise LayoutError("time_slice_format must stay below logs/")
+        if "@" in fmt:
+            # "@" parts a slice from the collector's name in S3 keys (uploader.py).
+            raise LayoutError("time_slice_format must not contain @")
         self.format = fmt
         if "M" in directives:
             self.seconds = 60

@@ -8,6 +8,12 @@ is a function of the slice and of where the part starts in that stream alone:
     <prefix>logs/<slice>.log.gz                  the part starting at byte 0
     <prefix>logs/<slice>.<start, 12 digits>.log.gz   a later part (late records)
 
+With a `collector_name` (collector.py), the name follows the slice's stem,
+`<slice>@<name>.log.gz` and `<slice>@<name>.<start>.log.gz`: collectors that
+share a bucket and prefix each ship their own stream of a slice under their
+own keys, so none ever takes or reads back another's part. The daily merge
+reads every collector's parts of a slice together (shipyard_analytics).
+
 Every put is conditional (`If-None-Match: *`), so no key is ever overwritten,
 and carries its range and a SHA-256 of its uncompressed bytes as metadata
 (`x-amz-meta-shipyard-{slice,start,end,sha256}`). When the key is taken, the
@@ -50,6 +56,10 @@ from .durable import write_atomically
 from .slices import SliceStore, StoreError
 
 log = logging.getLogger("shipyard_logs.uploader")
+
+# Between a slice's stem and the collector's name in a key: no host name
+# (slices.safe_host) and no collector name holds it, so it parses back.
+COLLECTOR_SEPARATOR = "@"
 
 RULE_ID = "shipyard-archive-logs"
 STORAGE_CLASSES = (
@@ -109,6 +119,7 @@ class S3Settings:
     upload_interval: float = 60.0
     retry_max_interval: float = 300.0
     rule_id: str = RULE_ID
+    collector: str = ""  # the collector's name in its keys; "" for none
 
     def __repr__(self) -> str:
         # Never let a secret reach a log line through a repr.
@@ -200,11 +211,12 @@ class PartConflictError(Exception):
     """The part's key holds bytes that are not a prefix of this part's."""
 
 
-def part_key(prefix: str, rel: str, start: int) -> str:
+def part_key(prefix: str, rel: str, start: int, collector: str = "") -> str:
     """The key of the part of slice `rel` that starts at byte `start` of its stream."""
+    stem = rel.removesuffix(".log") + (f"{COLLECTOR_SEPARATOR}{collector}" if collector else "")
     if start == 0:
-        return f"{prefix}{rel}.gz"
-    return f"{prefix}{rel.removesuffix('.log')}.{start:012d}.log.gz"
+        return f"{prefix}{stem}.log.gz"
+    return f"{prefix}{stem}.{start:012d}.log.gz"
 
 
 def _sha256(data: bytes | memoryview) -> str:
@@ -223,7 +235,7 @@ def put_part(
     The count is less than len(data) when an earlier attempt already shipped a
     shorter part under this key: the rest is the next part.
     """
-    key = part_key(settings.prefix, rel, start)
+    key = part_key(settings.prefix, rel, start, settings.collector)
     end = start + len(data)
     try:
         client.put_object(
@@ -285,7 +297,7 @@ def stream_end(client: Any, settings: S3Settings, rel: str) -> int:  # noqa: ANN
     A key taken by an object without shipyard's metadata (put by hand, or by
     an older collector) counts as one byte, so it is never reused.
     """
-    base = part_key(settings.prefix, rel, 0)
+    base = part_key(settings.prefix, rel, 0, settings.collector)
     stem = base.removesuffix(".log.gz") + "."
     later = re.compile(re.escape(stem) + r"(\d{12})\.log\.gz")
     starts: list[tuple[int, str]] = []
