@@ -126,30 +126,53 @@ class S3Settings:
         return f"S3Settings(bucket={self.bucket!r}, prefix={self.prefix!r}, endpoint_url={self.endpoint_url!r})"  # noqa: E501
 
 
-def make_client(settings: S3Settings) -> Any:  # noqa: ANN401 - boto3 clients are untyped
+def s3_client(
+    endpoint_url: str,
+    region: str,
+    access_key_id: str,
+    secret_access_key: str,
+    timeouts: tuple[float, float],
+    attempts: int,
+) -> Any:  # noqa: ANN401 - boto3 clients are untyped
+    """A boto3 S3 client: path-style addressing when an endpoint is given (moto, MinIO).
+
+    Without keys boto3's own chain applies (environment, profile, instance role).
+    """
     import boto3
     from botocore.config import Config
 
     extra: dict[str, Any] = {}
-    if settings.access_key_id:
-        extra["aws_access_key_id"] = settings.access_key_id
-        extra["aws_secret_access_key"] = settings.secret_access_key
+    if access_key_id:
+        extra["aws_access_key_id"] = access_key_id
+        extra["aws_secret_access_key"] = secret_access_key
     config = Config(
-        connect_timeout=3,
-        read_timeout=30,
-        retries={"max_attempts": 1, "mode": "standard"},
-        s3={"addressing_style": "path"} if settings.endpoint_url else None,
+        connect_timeout=timeouts[0],
+        read_timeout=timeouts[1],
+        retries={"max_attempts": attempts, "mode": "standard"},
+        s3={"addressing_style": "path"} if endpoint_url else None,
     )
     return boto3.session.Session().client(
         "s3",
-        endpoint_url=settings.endpoint_url or None,
-        region_name=settings.region or None,
+        endpoint_url=endpoint_url or None,
+        region_name=region or None,
         config=config,
         **extra,
     )
 
 
-def _error_code(exc: Exception) -> str:
+def make_client(settings: S3Settings) -> Any:  # noqa: ANN401 - boto3 clients are untyped
+    # One attempt per call: the uploader's own loop retries, with its backoff.
+    return s3_client(
+        settings.endpoint_url,
+        settings.region,
+        settings.access_key_id,
+        settings.secret_access_key,
+        timeouts=(3, 30),
+        attempts=1,
+    )
+
+
+def error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
 
@@ -162,7 +185,7 @@ def ensure_bucket(client: Any, settings: S3Settings) -> None:  # noqa: ANN401
     try:
         client.head_bucket(Bucket=settings.bucket)
     except Exception as exc:
-        if not settings.create_bucket or _error_code(exc) not in ("404", "NoSuchBucket"):
+        if not settings.create_bucket or error_code(exc) not in ("404", "NoSuchBucket"):
             raise
         kwargs: dict[str, Any] = {"Bucket": settings.bucket}
         if settings.region and settings.region != "us-east-1":
@@ -187,7 +210,7 @@ def ensure_lifecycle(client: Any, settings: S3Settings) -> None:  # noqa: ANN401
     try:
         rules = client.get_bucket_lifecycle_configuration(Bucket=settings.bucket)["Rules"]
     except Exception as exc:
-        if _error_code(exc) != "NoSuchLifecycleConfiguration":
+        if error_code(exc) != "NoSuchLifecycleConfiguration":
             raise
         rules = []
     wanted = lifecycle_rule(settings)
@@ -254,7 +277,7 @@ def put_part(
         )
         return key, len(data)
     except Exception as exc:
-        if _error_code(exc) not in ("PreconditionFailed", "412"):
+        if error_code(exc) not in ("PreconditionFailed", "412"):
             raise
     shipped = _shipped_prefix(client, settings, key, rel, start, data)
     if shipped is None:
@@ -527,7 +550,7 @@ class Uploader:
 
 def _describe(exc: Exception) -> str:
     """An S3 error by its code, which is what an operator can look up."""
-    code = _error_code(exc)
+    code = error_code(exc)
     return f"{code}: {exc}" if code and code not in str(exc) else str(exc)
 
 
