@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from benchlib import resolve_base_image, sh
+from benchlib import docker_build, resolve_base_image, sh
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "shipyard-bench/init-stop:latest"
@@ -95,18 +95,7 @@ def build(base_image: str) -> float:
         context = Path(tmp)
         shutil.copytree(CONTEXT, context, dirs_exist_ok=True)
         shutil.copy(ROOT / "images/common/init/shipyard_init.py", context)
-        began = time.monotonic()
-        sh(
-            "docker",
-            "build",
-            "--quiet",
-            "--build-arg",
-            f"BASE_IMAGE={base_image}",
-            "-t",
-            IMAGE,
-            str(context),
-        )
-        return time.monotonic() - began
+        return docker_build(IMAGE, context, base_image)
 
 
 def wait_ready(name: str, timeout: float = 90.0) -> None:

@@ -49,7 +49,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import load_average, resolve_base_image, sh, supervisor_ready
+from benchlib import docker_build, image_id, load_average, resolve_base_image, sh, supervisor_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-" + uuid.uuid4().hex  # a throwaway container's root password
@@ -97,31 +97,8 @@ IMAGES = (
 )
 
 
-def image_id(tag: str) -> str | None:
-    proc = sh("docker", "image", "inspect", "--format", "{{.Id}}", tag, check=False)
-    return proc.stdout.strip() or None
-
-
 def build(image: Image, base_image: str, *, cold: bool) -> float:
-    previous = image_id(image.tag)
-    began = time.monotonic()
-    sh(
-        "docker",
-        "build",
-        "--quiet",
-        *(["--no-cache"] if cold else []),
-        "--build-arg",
-        f"BASE_IMAGE={base_image}",
-        "-f",
-        str(image.dockerfile),
-        "-t",
-        image.tag,
-        str(image.context),
-    )
-    seconds = time.monotonic() - began
-    if previous and previous != image_id(image.tag):
-        sh("docker", "image", "rm", previous, check=False)  # the replaced cold build
-    return seconds
+    return docker_build(image.tag, image.context, base_image, image.dockerfile, cold=cold)
 
 
 def role_run(*, expect_no_change: bool = True) -> float:

@@ -50,7 +50,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import cgroup_seconds, load_average, resolve_base_image, sh, supervisor_ready
+from benchlib import (
+    cgroup_seconds,
+    docker_build,
+    load_average,
+    resolve_base_image,
+    sh,
+    supervisor_ready,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-" + uuid.uuid4().hex  # a throwaway container's superuser password
@@ -96,20 +103,7 @@ IMAGES = (
 
 
 def build(image: Image, base_image: str) -> float:
-    began = time.monotonic()
-    sh(
-        "docker",
-        "build",
-        "--quiet",
-        "--build-arg",
-        f"BASE_IMAGE={base_image}",
-        "-f",
-        str(image.dockerfile),
-        "-t",
-        image.tag,
-        str(image.context),
-    )
-    return time.monotonic() - began
+    return docker_build(image.tag, image.context, base_image, image.dockerfile)
 
 
 def inspect(container: str) -> dict:

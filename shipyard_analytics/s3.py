@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shipyard_logs.uploader import error_code, s3_client
+
 from .errors import JobError, NoInputError
 
 WAREHOUSE_RULE_ID = "shipyard-archive-warehouse"
@@ -41,33 +43,16 @@ def _secret(path: str, what: str) -> str:
 
 
 def client(options: S3Options) -> Any:  # noqa: ANN401 - boto3 clients are untyped
-    import boto3
-    from botocore.config import Config
-
-    extra: dict[str, str] = {}
     if bool(options.access_key_id_file) != bool(options.secret_access_key_file):
         raise JobError("give both --access-key-id-file and --secret-access-key-file, or neither")
+    key_id = secret = ""
     if options.access_key_id_file:
-        extra["aws_access_key_id"] = _secret(options.access_key_id_file, "access key id")
-        extra["aws_secret_access_key"] = _secret(options.secret_access_key_file, "secret key")
-    config = Config(
-        connect_timeout=5,
-        read_timeout=60,
-        retries={"max_attempts": 3, "mode": "standard"},
-        s3={"addressing_style": "path"} if options.endpoint_url else None,
+        key_id = _secret(options.access_key_id_file, "access key id")
+        secret = _secret(options.secret_access_key_file, "secret key")
+    # A daily job can wait: longer reads and three attempts per call.
+    return s3_client(
+        options.endpoint_url, options.region, key_id, secret, timeouts=(5, 60), attempts=3
     )
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=options.endpoint_url or None,
-        region_name=options.region or None,
-        config=config,
-        **extra,
-    )
-
-
-def error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
 
 
 def check_bucket(client: Any, bucket: str) -> None:  # noqa: ANN401

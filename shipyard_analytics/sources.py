@@ -2,9 +2,14 @@
 
 A slice is named by the collector's `time_slice_format`
 (`logs/%Y%m%d/${host}-%H.log` by default); the uploader ships it as
-`.log.gz`, and records that arrived after a slice was shipped as a second
-part `<slice>.<md5 prefix>.log.gz`. The collector's own SliceLayout reads
-the names back, so the merge and the collector agree on what a slice is.
+`.log.gz`, and records that arrived after a slice was shipped as a later
+part `<slice>.<start, 12 digits>.log.gz`. A collector with a
+`collector_name` puts it after the slice's stem, `<slice>@<name>.log.gz`, so
+collectors sharing a bucket never share a key: each collector's parts of a
+slice are files of the same slice here, and the merge reads them together
+(and drops the records two collectors both hold by `_record_id`). The
+collector's own SliceLayout reads the names back, so the merge and the
+collector agree on what a slice is.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from shipyard_logs.slices import DEFAULT_TIME_SLICE_FORMAT, HOST_PLACEHOLDER, SliceLayout
+from shipyard_logs.uploader import COLLECTOR_SEPARATOR
 
 from .errors import NoInputError
 
 DAY = 86400
-_PART = re.compile(r"\.[0-9a-f]{12}$")
+_PART = re.compile(r"\.[0-9a-f]{12}$")  # the uploader: digits; synth.py: hex
+# The collector's name in a key (shipyard_logs.uploader.COLLECTOR_SEPARATOR).
+_COLLECTOR = re.compile(COLLECTOR_SEPARATOR + r"[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ def day_start(day: date) -> int:
 
 
 def parse_name(layout: SliceLayout, rel: str) -> tuple[str, int] | None:
-    """(host, slice start) of `logs/...(.log|.log.gz|.<md5>.log.gz)`, None for other files."""
+    """(host, slice start) of `logs/<slice>[@<collector>][.<start>](.log|.log.gz)`, else None."""
     if rel.endswith(".log.gz"):
         stem = rel.removesuffix(".log.gz")
     elif rel.endswith(".log"):
@@ -47,7 +55,8 @@ def parse_name(layout: SliceLayout, rel: str) -> tuple[str, int] | None:
         return None
     parsed = layout.parse(stem + ".log")
     if parsed is None:
-        parsed = layout.parse(_PART.sub("", stem) + ".log")
+        stem = _PART.sub("", stem)
+        parsed = layout.parse(stem + ".log") or layout.parse(_COLLECTOR.sub("", stem) + ".log")
     return parsed
 
 

@@ -270,8 +270,12 @@ def test_without_a_collector_the_image_works_and_the_agent_backs_off_quietly(
     held = docker("exec", name, "ls", "/var/lib/shipyard/log-agent").split()
     # Positions have not moved: the backlog stays in the log files. The batch
     # waiting for a connection is persisted only once it is sent; stats.json
-    # is the agent's own report of what it shipped, not a position.
+    # is the agent's own report of what it shipped, not a position, and it
+    # says nothing was shipped.
     assert set(held) <= {"inflight.msgpack", "stats.json"}, held
+    stats = json.loads(docker("exec", name, "cat", "/var/lib/shipyard/log-agent/stats.json"))
+    assert stats["connected"] is False and stats["last_ack"] is None
+    assert stats["sources"] and all(s["lines_shipped"] == 0 for s in stats["sources"].values())
     took = timed_stop(name)
     assert state(name)["ExitCode"] == 0 and took < 10, f"docker stop took {took:.1f} s"
     assert "SIGKILL" not in logs(name).split("received SIGTERM")[-1]

@@ -17,6 +17,7 @@ import pytest
 from logs_harness import COMMON, PYTHON
 from shipyard_logs import collector, rotate
 from shipyard_logs.agent import config as agent
+from shipyard_logs.agent import servers
 from shipyard_logs.config import Between, ConfigError, Setting
 from shipyard_logs.uploader import S3_DEFAULTS
 
@@ -97,6 +98,79 @@ def check_config(tmp_path: Path, program: str, config: dict[str, Any], env: dict
         ),
         ("agent", {"sources": [{**SOURCE, "format": "csv"}]}, "sources[0].format must be"),
         (
+            "agent",
+            {"servers": [{"host": "log-a"}, {"host": "log-b", "port": 99999}], "sources": [SOURCE]},
+            "agent.servers[1].port must be between 1 and 65535",
+        ),
+        (
+            "agent",
+            {"servers": [{"host": "log-a", "weight": 0}], "sources": [SOURCE]},
+            "agent.servers[0].weight must be between 1 and 100",
+        ),
+        (
+            "agent",
+            {"servers": [{"port": 24224}], "sources": [SOURCE]},
+            "agent.servers[0].host is required",
+        ),
+        (
+            "agent",
+            {"servers": [{"host": "log a"}], "sources": [SOURCE]},
+            "agent.servers[0].host must be a host name or an IP address",
+        ),
+        (
+            "agent",
+            {"servers": [{"host": "log-a", "prot": 24224}], "sources": [SOURCE]},
+            "agent.servers[0]: unknown key",
+        ),
+        (
+            "agent",
+            {
+                "servers": [{"host": "a", "name": "x"}, {"host": "b", "name": "x"}],
+                "sources": [SOURCE],
+            },
+            "agent.servers[1].name 'x' is used by servers[0]",
+        ),
+        (
+            "agent",
+            {"servers": [{"host": "log-a", "standby": True}], "sources": [SOURCE]},
+            "agent.servers: every server is a standby",
+        ),
+        (
+            "agent",
+            {"servers": {"host": "log-a"}, "sources": [SOURCE]},
+            "agent.servers must be an array of tables",
+        ),
+        (
+            "agent",
+            {"servers": [], "sources": [SOURCE]},
+            "agent.servers: at least one [[servers]] table is required",
+        ),
+        (
+            "agent",
+            {"servers": [{"host": "log-a"}], "collector_host": "log-b", "sources": [SOURCE]},
+            "agent: give collector_host / collector_port or [[servers]], not both",
+        ),
+        (
+            "agent",
+            {"heartbeat_type": "icmp", "sources": [SOURCE]},
+            "agent.heartbeat_type must be transport, udp",
+        ),
+        (
+            "agent",
+            {"heartbeat_interval": 2.0, "hard_timeout": 1.0, "sources": [SOURCE]},
+            "agent.hard_timeout (1 s) must be longer than heartbeat_interval (2 s)",
+        ),
+        (
+            "collector",
+            {"collector_name": "a/b"},
+            "collector.collector_name must be empty or a name",
+        ),
+        (
+            "collector",
+            {"time_slice_format": "%Y%m%d/${host}@%H"},
+            "time_slice_format must not contain @",
+        ),
+        (
             "rotate",
             {"interval": 0.0, "files": [{"path": "/var/log/a.log"}]},
             "rotate.interval must be",
@@ -142,6 +216,8 @@ def settings_tables() -> list[tuple[str, dict[str, Any]]]:
         ("collector.s3", S3_DEFAULTS),
         ("agent", agent.DEFAULTS),
         ("agent.sources", agent.SOURCE_DEFAULTS),
+        ("agent.servers", servers.SERVER_DEFAULTS),
+        ("agent (heartbeats)", servers.HEARTBEAT_DEFAULTS),
         ("rotate", rotate.DEFAULTS),
     ]
 

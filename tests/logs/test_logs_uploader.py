@@ -257,3 +257,30 @@ def test_slice_waits_while_s3_is_down_and_ships_when_it_returns(tmp_path: Path, 
         assert gzip.decompress(copy.read_bytes()).decode() == body(s3, bucket, key)
     finally:
         server.stop()
+
+
+def test_collectors_sharing_a_bucket_each_ship_their_own_keys(moto: MotoServer, collector_factory):
+    """Two collectors, one bucket and prefix, the same slice: neither takes the other's key."""
+    bucket = f"logs-{uuid.uuid4().hex[:12]}"
+    collectors = [
+        collector_factory(**s3_settings(moto.url, bucket), collector_name=name).start()
+        for name in ("log-a", "log-b")
+    ]
+    s3 = moto.client()
+    send(collectors[0], "a", ["one", "two"])
+    send(collectors[1], "b", ["three"])
+    send(collectors[1], "a", ["one", "two"])  # a chunk resent after a failover
+
+    found = wait_for(lambda: len(objects(s3, bucket)) == 2 and objects(s3, bucket), 20, "uploads")
+    a, b = "logs/20261120/web1-10@log-a.log.gz", "logs/20261120/web1-10@log-b.log.gz"
+    assert set(found) == {a, b}
+    assert [r["m"] for r in records(body(s3, bucket, a))] == ["one", "two"]
+    assert [r["_record_id"] for r in records(body(s3, bucket, b))] == ["b-0", "a-0", "a-1"]
+    for collector in collectors:
+        assert "holds other bytes" not in collector.output()
+
+    # Late records go to each collector's own later part.
+    send(collectors[0], "late", ["late"])
+    after = wait_for(lambda: len(objects(s3, bucket)) == 3 and objects(s3, bucket), 20, "late part")
+    (part,) = set(after) - set(found)
+    assert part.startswith("logs/20261120/web1-10@log-a.0")

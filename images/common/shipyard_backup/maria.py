@@ -1,6 +1,6 @@
 """MariaDB: mariadb-backup streamed to S3, binary logs archived, restores to any point.
 
-Layout under the prefix (docs/architecture.md, decision "Data safety"):
+Layout under the prefix (docs/architecture.md, decision 21):
 
     timelines/<tl>.json               one per data directory's history, with its parent
     backups/<id>/data.mbstream.zst[.enc]   mariadb-backup's stream, compressed, encrypted

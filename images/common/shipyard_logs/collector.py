@@ -34,7 +34,7 @@ import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,11 @@ DEFAULTS: dict[str, Any] = {
     "record_id_key": Setting(
         "_record_id", Matches(r"([A-Za-z_@][A-Za-z0-9_.@-]*)?", "empty or a record key", 64)
     ),
+    # Names this collector in its S3 keys (uploader.py): collectors that share
+    # a bucket each need their own. Empty: keys without a name, for one collector.
+    "collector_name": Setting(
+        "", Matches(r"([A-Za-z0-9][A-Za-z0-9_.-]*)?", "empty or a name of A-Z a-z 0-9 _ . -", 64)
+    ),
     "log_level": Setting("INFO", LOG_LEVEL),
 }
 
@@ -109,6 +114,7 @@ class CollectorConfig:
     max_decode_memory: int
     heartbeat: bool
     record_id_key: str
+    collector_name: str
     log_level: str
     s3: S3Settings | None  # the top-level [s3]; always None with [[match]] tables
     # [[match]] tables in order; without any, one catch-all "**" match at root
@@ -140,6 +146,12 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> Collecto
             "collector.s3.bucket is not used with [[match]] tables: "
             "give each match of type s3 its own [match.s3] table"
         )
+    name = str(top["collector_name"])
+    if s3 is not None:
+        s3 = replace(s3, collector=name)
+    matches = tuple(
+        replace(m, s3=replace(m.s3, collector=name)) if m.s3 is not None else m for m in matches
+    )
     routed = bool(matches)
     if not routed:
         matches = (
@@ -167,6 +179,7 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> Collecto
         max_decode_memory=int(top["max_decode_memory"]),
         heartbeat=bool(top["heartbeat"]),
         record_id_key=str(top["record_id_key"]),
+        collector_name=name,
         log_level=str(top["log_level"]).upper(),
         s3=s3,
         matches=matches,

@@ -80,6 +80,9 @@ class SliceLayout:
             raise LayoutError("time_slice_format may use %Y %m %d %j %H %M only, and needs %Y")
         if ".." in fmt or fmt.startswith("/"):
             raise LayoutError("time_slice_format must stay below logs/")
+        if "@" in fmt:
+            # "@" parts a slice from the collector's name in S3 keys (uploader.py).
+            raise LayoutError("time_slice_format must not contain @")
         self.format = fmt
         if "M" in directives:
             self.seconds = 60
@@ -594,18 +597,29 @@ class SliceStore:
         last_seconds, last_host = -1, ""
         prefix = ""
         lines: list[str] = []
+        append = lines.append
+        encode = _json_line
+        run = 0  # records of last_host since it was last counted
         for index, (stamp, record) in enumerate(frame.entries):
             if id_key and id_key not in record:
                 # A resent chunk has the same id and entries: the same record ids.
                 record[id_key] = id_base + str(index)
-            host = record_host(record, peer)
+            host = record.get("source_host")  # the usual key first, without a call
+            if type(host) is not str or not host:
+                host = record_host(record, peer)
             seconds = stamp.seconds
             if seconds != last_seconds or host != last_host:
+                if run:
+                    by_host[last_host] = by_host.get(last_host, 0) + run
+                    run = 0
                 last_seconds, last_host = seconds, host
                 prefix = f"{self._iso(seconds)}\t{tag}\t"
                 lines = pending.setdefault(self.layout.relpath(seconds, host), [])
-            by_host[host] = by_host.get(host, 0) + 1
-            lines.append(prefix + _json_line(record) + "\n")
+                append = lines.append
+            run += 1
+            append(prefix + encode(record) + "\n")
+        if run:
+            by_host[last_host] = by_host.get(last_host, 0) + run
         count = len(frame.entries)
         result.lines += count
         result.by_tag[frame.tag] = result.by_tag.get(frame.tag, 0) + count

@@ -8,6 +8,12 @@ is a function of the slice and of where the part starts in that stream alone:
     <prefix>logs/<slice>.log.gz                  the part starting at byte 0
     <prefix>logs/<slice>.<start, 12 digits>.log.gz   a later part (late records)
 
+With a `collector_name` (collector.py), the name follows the slice's stem,
+`<slice>@<name>.log.gz` and `<slice>@<name>.<start>.log.gz`: collectors that
+share a bucket and prefix each ship their own stream of a slice under their
+own keys, so none ever takes or reads back another's part. The daily merge
+reads every collector's parts of a slice together (shipyard_analytics).
+
 Every put is conditional (`If-None-Match: *`), so no key is ever overwritten,
 and carries its range and a SHA-256 of its uncompressed bytes as metadata
 (`x-amz-meta-shipyard-{slice,start,end,sha256}`). When the key is taken, the
@@ -50,6 +56,10 @@ from .durable import write_atomically
 from .slices import SliceStore, StoreError
 
 log = logging.getLogger("shipyard_logs.uploader")
+
+# Between a slice's stem and the collector's name in a key: no host name
+# (slices.safe_host) and no collector name holds it, so it parses back.
+COLLECTOR_SEPARATOR = "@"
 
 RULE_ID = "shipyard-archive-logs"
 STORAGE_CLASSES = (
@@ -109,36 +119,60 @@ class S3Settings:
     upload_interval: float = 60.0
     retry_max_interval: float = 300.0
     rule_id: str = RULE_ID
+    collector: str = ""  # the collector's name in its keys; "" for none
 
     def __repr__(self) -> str:
         # Never let a secret reach a log line through a repr.
         return f"S3Settings(bucket={self.bucket!r}, prefix={self.prefix!r}, endpoint_url={self.endpoint_url!r})"  # noqa: E501
 
 
-def make_client(settings: S3Settings) -> Any:  # noqa: ANN401 - boto3 clients are untyped
+def s3_client(
+    endpoint_url: str,
+    region: str,
+    access_key_id: str,
+    secret_access_key: str,
+    timeouts: tuple[float, float],
+    attempts: int,
+) -> Any:  # noqa: ANN401 - boto3 clients are untyped
+    """A boto3 S3 client: path-style addressing when an endpoint is given (moto, MinIO).
+
+    Without keys boto3's own chain applies (environment, profile, instance role).
+    """
     import boto3
     from botocore.config import Config
 
     extra: dict[str, Any] = {}
-    if settings.access_key_id:
-        extra["aws_access_key_id"] = settings.access_key_id
-        extra["aws_secret_access_key"] = settings.secret_access_key
+    if access_key_id:
+        extra["aws_access_key_id"] = access_key_id
+        extra["aws_secret_access_key"] = secret_access_key
     config = Config(
-        connect_timeout=3,
-        read_timeout=30,
-        retries={"max_attempts": 1, "mode": "standard"},
-        s3={"addressing_style": "path"} if settings.endpoint_url else None,
+        connect_timeout=timeouts[0],
+        read_timeout=timeouts[1],
+        retries={"max_attempts": attempts, "mode": "standard"},
+        s3={"addressing_style": "path"} if endpoint_url else None,
     )
     return boto3.session.Session().client(
         "s3",
-        endpoint_url=settings.endpoint_url or None,
-        region_name=settings.region or None,
+        endpoint_url=endpoint_url or None,
+        region_name=region or None,
         config=config,
         **extra,
     )
 
 
-def _error_code(exc: Exception) -> str:
+def make_client(settings: S3Settings) -> Any:  # noqa: ANN401 - boto3 clients are untyped
+    # One attempt per call: the uploader's own loop retries, with its backoff.
+    return s3_client(
+        settings.endpoint_url,
+        settings.region,
+        settings.access_key_id,
+        settings.secret_access_key,
+        timeouts=(3, 30),
+        attempts=1,
+    )
+
+
+def error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
 
@@ -151,7 +185,7 @@ def ensure_bucket(client: Any, settings: S3Settings) -> None:  # noqa: ANN401
     try:
         client.head_bucket(Bucket=settings.bucket)
     except Exception as exc:
-        if not settings.create_bucket or _error_code(exc) not in ("404", "NoSuchBucket"):
+        if not settings.create_bucket or error_code(exc) not in ("404", "NoSuchBucket"):
             raise
         kwargs: dict[str, Any] = {"Bucket": settings.bucket}
         if settings.region and settings.region != "us-east-1":
@@ -176,7 +210,7 @@ def ensure_lifecycle(client: Any, settings: S3Settings) -> None:  # noqa: ANN401
     try:
         rules = client.get_bucket_lifecycle_configuration(Bucket=settings.bucket)["Rules"]
     except Exception as exc:
-        if _error_code(exc) != "NoSuchLifecycleConfiguration":
+        if error_code(exc) != "NoSuchLifecycleConfiguration":
             raise
         rules = []
     wanted = lifecycle_rule(settings)
@@ -200,11 +234,12 @@ class PartConflictError(Exception):
     """The part's key holds bytes that are not a prefix of this part's."""
 
 
-def part_key(prefix: str, rel: str, start: int) -> str:
+def part_key(prefix: str, rel: str, start: int, collector: str = "") -> str:
     """The key of the part of slice `rel` that starts at byte `start` of its stream."""
+    stem = rel.removesuffix(".log") + (f"{COLLECTOR_SEPARATOR}{collector}" if collector else "")
     if start == 0:
-        return f"{prefix}{rel}.gz"
-    return f"{prefix}{rel.removesuffix('.log')}.{start:012d}.log.gz"
+        return f"{prefix}{stem}.log.gz"
+    return f"{prefix}{stem}.{start:012d}.log.gz"
 
 
 def _sha256(data: bytes | memoryview) -> str:
@@ -223,7 +258,7 @@ def put_part(
     The count is less than len(data) when an earlier attempt already shipped a
     shorter part under this key: the rest is the next part.
     """
-    key = part_key(settings.prefix, rel, start)
+    key = part_key(settings.prefix, rel, start, settings.collector)
     end = start + len(data)
     try:
         client.put_object(
@@ -242,7 +277,7 @@ def put_part(
         )
         return key, len(data)
     except Exception as exc:
-        if _error_code(exc) not in ("PreconditionFailed", "412"):
+        if error_code(exc) not in ("PreconditionFailed", "412"):
             raise
     shipped = _shipped_prefix(client, settings, key, rel, start, data)
     if shipped is None:
@@ -285,7 +320,7 @@ def stream_end(client: Any, settings: S3Settings, rel: str) -> int:  # noqa: ANN
     A key taken by an object without shipyard's metadata (put by hand, or by
     an older collector) counts as one byte, so it is never reused.
     """
-    base = part_key(settings.prefix, rel, 0)
+    base = part_key(settings.prefix, rel, 0, settings.collector)
     stem = base.removesuffix(".log.gz") + "."
     later = re.compile(re.escape(stem) + r"(\d{12})\.log\.gz")
     starts: list[tuple[int, str]] = []
@@ -515,7 +550,7 @@ class Uploader:
 
 def _describe(exc: Exception) -> str:
     """An S3 error by its code, which is what an operator can look up."""
-    code = _error_code(exc)
+    code = error_code(exc)
     return f"{code}: {exc}" if code and code not in str(exc) else str(exc)
 
 

@@ -15,14 +15,24 @@ committed is in `<pos_dir>/inflight.msgpack`, written before the batch is
 sent: after a crash or a lost connection they are resent in order with the
 same chunk ids, which the collector recognises, so nothing is duplicated.
 
+Several collectors (`[[servers]]`, as fluentd's out_forward): batches go to
+them by weight, standbys stand in while regular ones are detached, a
+collector that fails (connect, send, ack timeout, missed heartbeats) is
+detached and the frames it had not acked go to the next one under the same
+chunk ids; it is attached again once its heartbeats answer (balance.py,
+heartbeat.py).
+
 Rotation: when a path names a new inode (rename and create), the old file is
 read to its end and dropped `rotate_wait` seconds later while the new one is
 read from its start; when a file shrinks below the position (copytruncate), it
 is read again from 0.
 
-The modules follow those seams: `config` (settings and sources), `positions`
-(the position files, which the rotation helper reads too), `tail` (watching
-and reading files into batches), `shipper` (the shipping thread and the
-in-flight file), `daemon` (the two together) and `cli` (the command). This
+The modules follow those seams: `config` (settings and sources), `servers`
+(the collectors' and heartbeats' settings), `positions` (the position files,
+which the rotation helper reads too), `tail` (watching and reading files into
+batches), `balance` (which collector, and when one failed or is back),
+`heartbeat` (the heartbeat threads), `link` (one connection), `shipper` (the
+shipping thread and the in-flight file), `daemon` (the two together) and
+`cli` (the command). This
 package imports none of them, so a reader of positions loads no daemon.
 """

@@ -1,9 +1,11 @@
 """The agent's settings: a TOML or JSON file, SHIPYARD_AGENT_<KEY> overrides, checked here.
 
-The keys of the collector's side follow fluentd's out_forward: `shared_key`
-(or `shared_key_file`), `username` and `password` (or `password_file`) for
-the `<security>` handshake, in which `host` is this agent's name; `tls` with
-`tls_ca_path`, `tls_cert_path` and `tls_key_path`, `tls_verify_hostname`.
+The keys of the collector's side follow fluentd's out_forward: `[[servers]]`
+(or `collector_host` and `collector_port` for one) and the heartbeat keys
+(servers.py); `shared_key` (or `shared_key_file`), `username` and `password`
+(or `password_file`) for the `<security>` handshake, in which `host` is this
+agent's name; `tls` with `tls_ca_path`, `tls_cert_path` and `tls_key_path`,
+`tls_verify_hostname`, the same for every server.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +33,23 @@ from ..config import (
 from ..credentials import secret
 from ..handshake import ClientSecurity
 from ..parsers import PARSERS, Parser
+from .servers import (
+    HEARTBEAT_DEFAULTS,
+    HOST,
+    HeartbeatConfig,
+    ServerConfig,
+    parse_heartbeat,
+    parse_servers,
+)
 
 MiB = 1024 * 1024
 # Seconds: a floor keeps a zero from turning a wait into a hot loop, a
 # ceiling keeps a typo from stalling shipping for days.
 DEFAULTS: dict[str, Any] = {
-    "collector_host": Setting(
-        "127.0.0.1", Matches(r"[^\s/]+", "a host name or an IP address", 255)
-    ),
+    # One collector; [[servers]] for several (servers.py).
+    "collector_host": Setting("127.0.0.1", HOST),
     "collector_port": Setting(24224, PORT),
+    **HEARTBEAT_DEFAULTS,
     "pos_dir": Setting("/var/lib/shipyard/log-agent", ABSOLUTE_PATH),
     "host": Setting("", Matches(r"\S*", "empty or a host name", 253)),
     "host_key": Setting("source_host", Matches(r"[A-Za-z_@][A-Za-z0-9_.@-]*", "a record key", 64)),
@@ -70,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "tls_key_path": Setting("", OPTIONAL_PATH),
     "tls_verify_hostname": True,
 }
+_ONE_SERVER = ("collector_host", "collector_port")
 SOURCE_DEFAULTS: dict[str, Any] = {
     "path": None,  # a string (comma-separated) or a list of strings, checked by _paths
     # The tag names the position file <pos_dir>/<tag>.pos: no `/`, no `..`.
@@ -98,7 +109,7 @@ class Source:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    collector: tuple[str, int]
+    servers: tuple[ServerConfig, ...]
     pos_dir: Path
     host: str
     host_key: str
@@ -118,6 +129,7 @@ class AgentConfig:
     sources: tuple[Source, ...]
     security: ClientSecurity | None = None
     tls: ssl.SSLContext | None = None
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
 
 
 def _paths(where: str, given: object) -> tuple[str, ...]:
@@ -150,6 +162,8 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentCon
     env = dict(os.environ) if env is None else env
     data = load_file(path or env.get("SHIPYARD_AGENT_CONFIG"))
     sources = data.pop("sources", [])
+    servers = data.pop("servers", None)
+    host_given = any(k in data or f"SHIPYARD_AGENT_{k.upper()}" in env for k in _ONE_SERVER)
     top = merge(DEFAULTS, data, "SHIPYARD_AGENT_", "agent", env)
     if not isinstance(sources, list) or not sources:
         raise ConfigError("agent: at least one [[sources]] entry is required")
@@ -161,7 +175,9 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentCon
     if len({s.pos_file for s in parsed}) != len(parsed):
         raise ConfigError("agent: two sources share a pos_file (give each a distinct tag)")
     return AgentConfig(
-        collector=(top["collector_host"], int(top["collector_port"])),
+        servers=parse_servers(
+            servers, top["collector_host"], int(top["collector_port"]), host_given
+        ),
         pos_dir=pos_dir,
         host=host,
         host_key=top["host_key"],
@@ -181,6 +197,7 @@ def load_config(path: str | None, env: dict[str, str] | None = None) -> AgentCon
         sources=parsed,
         security=security,
         tls=tls,
+        heartbeat=parse_heartbeat(top, tls is not None),
     )
 
 

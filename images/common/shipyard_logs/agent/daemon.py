@@ -25,7 +25,7 @@ class Agent:
         self.tails = [Tail(source, config) for source in config.sources]
         self.inflight = config.pos_dir / INFLIGHT
         self.shipper = Shipper(config, self.stop, self.inflight)
-        self.stats = Stats(config.pos_dir / STATS_FILE, config.collector)
+        self.stats = Stats(config.pos_dir / STATS_FILE)
 
     def run(self) -> int:
         self.config.pos_dir.mkdir(parents=True, exist_ok=True)

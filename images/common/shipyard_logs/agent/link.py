@@ -1,7 +1,8 @@
 """The agent's connection to the collector: TCP, then TLS and the `<security>` handshake.
 
 With `tls`, the collector's certificate is verified against tls_ca_path
-(and its name against collector_host unless tls_verify_hostname is false),
+(and its name against the server's host, or its tls_server_name, unless
+tls_verify_hostname is false),
 and a client certificate is shown when one is configured. With a shared
 key, the agent answers the collector's HELO and checks its PONG: a collector
 that cannot prove it knows the key is refused, so nothing is sent to a
@@ -17,18 +18,18 @@ import msgpack
 from .. import forward
 from ..handshake import MAX_MESSAGE_BYTES, ClientHandshake, HandshakeError
 from .config import AgentConfig
+from .servers import ServerConfig
 
 ACK_BUFFER = 1024 * 1024
 
 
-def open_link(config: AgentConfig) -> tuple[socket.socket, msgpack.Unpacker]:
-    """A connection ready for frames, and the unpacker to read its acks with."""
-    host, port = config.collector
-    sock = socket.create_connection((host, port), timeout=config.connect_timeout)
+def open_link(config: AgentConfig, server: ServerConfig) -> tuple[socket.socket, msgpack.Unpacker]:
+    """A connection to server ready for frames, and the unpacker to read its acks with."""
+    sock = socket.create_connection((server.host, server.port), timeout=config.connect_timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if config.tls is not None:
-            sock = config.tls.wrap_socket(sock, server_hostname=host)
+            sock = config.tls.wrap_socket(sock, server_hostname=server.verify_name)
         unpacker = forward.new_unpacker(ACK_BUFFER)
         if config.security is not None:
             handshake = ClientHandshake(config.security)

@@ -1,4 +1,14 @@
-"""Shipping: a thread that keeps batches in flight to the collector and commits them in order."""
+"""Shipping: a thread that keeps batches in flight to the collectors and commits them in order.
+
+Each batch goes to the collector the pool picks (balance.py), over one
+connection per collector (a Link). A batch's frames wait for their acks on
+the link they were sent on. When a link fails (a connect or send error, the
+collector closing it, no ack within ack_timeout, its heartbeats missed), its
+collector is detached and the frames of its batches that are not acked yet
+are sent again, oldest first and under their chunk ids, to the collector the
+pool picks next: another one when there is one, else the same after its
+back-off. Positions are committed in batch order whichever collector acked.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,6 @@ import contextlib
 import itertools
 import logging
 import os
-import queue
 import select
 import socket
 import ssl
@@ -23,7 +32,9 @@ import msgpack
 from .. import forward
 from ..durable import write_atomically
 from ..handshake import HandshakeError
+from .balance import Node, Pool
 from .config import AgentConfig
+from .heartbeat import Connect, Heartbeats
 from .link import is_helo, open_link
 from .positions import Position, render_positions
 
@@ -51,7 +62,14 @@ class Sent:
     positions: dict[str, list[Position]]
     lines: int
     by_source: dict[str, int] = field(default_factory=dict)  # lines per source tag
+    # The chunk ids not acked yet, and the link they were last sent on (None: to send).
     waiting: set[str] = field(default_factory=set)
+    link: Link | None = None
+    resent: bool = False  # sent before, on a link that failed
+
+    def __post_init__(self) -> None:
+        if not self.waiting:
+            self.waiting = {chunk for chunk, _ in self.frames}
 
     def record(self) -> dict[str, Any]:
         return {
@@ -99,32 +117,85 @@ def _position(entry: list[Any], older: bool) -> Position:
     return Position(str(path), int(offset), int(inode))
 
 
+class Link:
+    """The connection to one collector."""
+
+    def __init__(self, node: Node, sock: socket.socket, unpacker: msgpack.Unpacker) -> None:
+        self.node = node
+        self.sock = sock
+        self.unpacker = unpacker
+        self.deadline = 0.0  # no ack by then, with frames waiting: the link failed
+
+    @property
+    def label(self) -> str:
+        return self.node.server.label
+
+
+class Handoff:
+    """One batch from the tailing thread to the shipper, which can look before it takes.
+
+    A batch is taken only once a collector is there to send it to, so while
+    none is, it waits here unpersisted and the tail waits behind it.
+    """
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._batch: Sent | None = None
+
+    def put(self, sent: Sent, timeout: float) -> bool:
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._batch is None, timeout):
+                return False
+            self._batch = sent
+            self._ready.notify_all()
+            return True
+
+    def ready(self, timeout: float) -> bool:
+        with self._ready:
+            return self._ready.wait_for(lambda: self._batch is not None, timeout)
+
+    def take(self) -> Sent:
+        with self._ready:
+            sent, self._batch = self._batch, None
+            self._ready.notify_all()
+        assert sent is not None
+        return sent
+
+
+LINK_ERRORS = (OSError, forward.ForwardError, HandshakeError, ValueError)
+
+
 class Shipper:
     """A thread that keeps up to max_inflight batches in flight and commits them in order.
 
     Invariants: a batch is in the inflight file before its first byte is
     sent; positions are written only for a batch whose frames, and those of
-    every batch before it, are acked; after a failure every batch not yet
-    committed is resent, oldest first, with its original chunk ids.
+    every batch before it, are acked; after a failure every frame not yet
+    acked is sent again, oldest batch first, with its original chunk id.
     """
 
-    def __init__(self, config: AgentConfig, stop: threading.Event, inflight: Path) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        stop: threading.Event,
+        inflight: Path,
+        pool: Pool | None = None,
+        connect: Connect = open_link,
+    ) -> None:
         self.config = config
         self.stop = stop
         self.inflight = inflight
+        self.pool = pool or Pool(config.servers, config.heartbeat, config.retry_max_interval)
+        self.connect = connect
         # One batch waits here while the next is parsed: together with the
         # window, that bounds what the agent holds in memory.
-        self.queue: queue.Queue[Sent] = queue.Queue(maxsize=1)
+        self.handoff = Handoff()
         self.pending: deque[Sent] = deque()
-        self.sock: socket.socket | None = None
-        self.unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1024 * 1024)
-        self.failures = 0
-        self.retry_at = 0.0
-        self.deadline = 0.0
+        self.links: dict[Node, Link] = {}
         self.shipped = 0
         self.crashed = False
         # For stats.json: read by the main thread, written here.
-        self.connected = False
+        self.current: Node = self.pool.nodes[0]  # the collector of the latest batch
         self.last_ack: float | None = None  # wall-clock time of the last ack
         self.shipped_by_source: dict[str, int] = {}
         self.committed: dict[str, list[Position]] = {}
@@ -133,6 +204,11 @@ class Shipper:
         self.settled = threading.Event()
         self._written: dict[str, bytes] = {}
         self._thread = threading.Thread(target=self._run, name="shipper", daemon=True)
+        self._heartbeats = Heartbeats(config, self.pool, stop, connect)
+
+    @property
+    def connected(self) -> bool:
+        return self.current in self.links
 
     # -- called from the main thread
 
@@ -140,20 +216,19 @@ class Shipper:
         self.pending.extend(replay)  # already in the inflight file; sent on connect
         if not replay:
             self.settled.set()
+        self._heartbeats.start()
         self._thread.start()
 
     def submit(self, sent: Sent) -> bool:
         """Hand a batch over, waiting while the window is full; False once stopping."""
         while not self.stop.is_set():
-            try:
-                self.queue.put(sent, timeout=0.1)
-            except queue.Full:
-                continue
-            return True
+            if self.handoff.put(sent, timeout=0.1):
+                return True
         return False
 
     def join(self) -> None:
         self._thread.join()
+        self._heartbeats.join()
 
     # -- the shipper thread
 
@@ -163,7 +238,7 @@ class Shipper:
             while True:
                 if self.stop.is_set():
                     stopping_at = stopping_at or time.monotonic() + STOP_GRACE
-                    if not self.pending or self.sock is None or time.monotonic() > stopping_at:
+                    if not self._awaiting() or time.monotonic() > stopping_at:
                         break
                 self._step(stopping=stopping_at is not None)
         except Exception:
@@ -171,48 +246,77 @@ class Shipper:
             self.crashed = True
             self.stop.set()
         finally:
-            self._close()
+            for link in list(self.links.values()):
+                self._close(link)
+
+    def _awaiting(self) -> bool:
+        """Frames sent on a live link and not acked yet."""
+        return any(sent.link is not None and sent.waiting for sent in self.pending)
 
     def _step(self, stopping: bool) -> None:
-        try:
-            if self.sock is None:
-                self._connect()
-            elif not stopping and len(self.pending) < self.config.max_inflight:
-                # Short waits on either side: new batches and acks both keep coming.
-                self._take(wait=0.02 if self.pending else 0.2)
-                self._receive(timeout=0.0)
-            else:
-                self._receive(timeout=0.1)
-        except (OSError, forward.ForwardError, HandshakeError, ValueError) as exc:
-            self._fail(exc)
+        for node in self.pool.tick(self.pool.clock()):
+            link = self.links.get(node)
+            if link is not None:
+                self._fail(link, node.reason, counted=True)
+        if not stopping:
+            self._dispatch()
+        if not stopping and len(self.pending) < self.config.max_inflight:
+            # Short waits on either side: new batches and acks both keep coming.
+            self._take(wait=0.02 if self.pending else 0.2)
+            self._receive(timeout=0.0)
+        else:
+            self._receive(timeout=0.1)
 
-    def _connect(self) -> None:
-        delay = self.retry_at - time.monotonic()
-        if delay > 0:
-            self.stop.wait(min(delay, 0.2))
-            return
-        if not self.pending and self.queue.empty():
-            self.stop.wait(0.2)  # connect when there is something to send
-            return
-        self.sock, self.unpacker = open_link(self.config)
-        self.connected = True
-        if self.pending:
-            log.info("resending %d unacked lines", sum(s.lines for s in self.pending))
-        for sent in self.pending:
-            self._transmit(sent)
+    def _dispatch(self) -> None:
+        """Send the batches on no link (replayed, or their link failed), oldest first."""
+        resent: dict[Link, int] = {}
+        for sent in list(self.pending):
+            if sent.link is not None:
+                continue
+            link = self._next_link()
+            if link is None or not self._transmit(link, sent):
+                break
+            if sent.resent:
+                resent[link] = resent.get(link, 0) + sent.lines
+        for link, lines in resent.items():
+            log.info("resending %d unacked lines to %s", lines, link.label)
+
+    def _next_link(self) -> Link | None:
+        """A connection to the collector of the next batch; None when there is none yet."""
+        node = self.pool.select()
+        alone = node is None
+        if node is None:
+            node = self.pool.fallback(self.pool.clock())
+        if node is None:
+            # Every collector detached and backing off: wait a little for the first.
+            delay = self.pool.next_retry() - self.pool.clock()
+            self.stop.wait(min(max(delay, 0.0), 0.2))
+            return None
+        link = self.links.get(node)
+        if link is not None:
+            return link
+        try:
+            sock, unpacker = self.connect(self.config, node.server)
+        except LINK_ERRORS as exc:
+            self._failed(node, exc)
+            return None
+        link = self.links[node] = Link(node, sock, unpacker)
+        if alone:
+            self.pool.connected(node)
+        return link
 
     def _take(self, wait: float) -> None:
-        if not self.pending and self._closed_by_collector():
-            # An idle connection the collector let go (idle_timeout): not a failure.
-            self._close()
+        if any(sent.link is None for sent in self.pending):
+            return  # what waits to be resent goes first
+        if not self.handoff.ready(wait):
             return
-        try:
-            sent = self.queue.get(timeout=wait)
-        except queue.Empty:
+        link = self._next_link()
+        if link is None:
             return
+        sent = self.handoff.take()
         self._persist([*self.pending, sent])
         self.pending.append(sent)
-        self._transmit(sent)
+        self._transmit(link, sent)
 
     def _persist(self, batches: list[Sent]) -> None:
         record = {"format": INFLIGHT_FORMAT, "batches": [sent.record() for sent in batches]}
@@ -223,57 +327,75 @@ class Shipper:
             # must not be sent.
             raise RuntimeError(f"cannot write {self.inflight}: {exc}") from exc
 
-    def _transmit(self, sent: Sent) -> None:
-        assert self.sock is not None
-        sent.waiting = {chunk for chunk, _ in sent.frames}
-        self.sock.settimeout(self.config.ack_timeout)
-        self.sock.sendall(b"".join(data for _, data in sent.frames))
-        self.deadline = time.monotonic() + self.config.ack_timeout
+    def _transmit(self, link: Link, sent: Sent) -> bool:
+        """Send what of the batch is not acked yet; False when the link failed."""
+        if not self._waiting_on(link):
+            link.deadline = time.monotonic() + self.config.ack_timeout
+        sent.link = link
+        self.current = link.node
+        try:
+            link.sock.settimeout(self.config.ack_timeout)
+            link.sock.sendall(b"".join(d for chunk, d in sent.frames if chunk in sent.waiting))
+        except LINK_ERRORS as exc:
+            self._fail(link, exc)
+            return False
+        return True
 
-    def _readable(self, timeout: float) -> bool:
-        assert self.sock is not None
+    def _waiting_on(self, link: Link) -> bool:
+        return any(sent.link is link and sent.waiting for sent in self.pending)
+
+    @staticmethod
+    def _readable(link: Link) -> bool:
         # TLS may hold decrypted bytes the socket no longer shows as readable.
-        pending = getattr(self.sock, "pending", None)
-        return bool(pending and pending()) or bool(select.select([self.sock], [], [], timeout)[0])
+        pending = getattr(link.sock, "pending", None)
+        return bool(pending and pending())
 
-    def _recv_now(self) -> bytes | None:
+    def _recv_now(self, link: Link) -> bytes | None:
         """What can be read without waiting: b"" when the collector closed, None for nothing.
 
         Readable is not the same as data: a TLS 1.3 server sends session
         tickets after the handshake, and a blocking read past them would
         wait for an ack that is not coming.
         """
-        assert self.sock is not None
-        self.sock.settimeout(0.0)
+        link.sock.settimeout(0.0)
         try:
-            return self.sock.recv(65536)
+            return link.sock.recv(65536)
         except (BlockingIOError, ssl.SSLWantReadError):
             return None
         finally:
-            self.sock.settimeout(self.config.ack_timeout)
-
-    def _closed_by_collector(self) -> bool:
-        if self.sock is None or not self._readable(0.0):
-            return False
-        data = self._recv_now()
-        if data:
-            self.unpacker.feed(data)  # stray bytes: checked as acks when some are due
-        return data == b""
+            link.sock.settimeout(self.config.ack_timeout)
 
     def _receive(self, timeout: float) -> None:
         """Read the acks that came in within timeout; commit what they complete."""
-        if self.sock is None or not self.pending:
+        links = list(self.links.values())
+        if not links:
             self.stop.wait(timeout)
             return
-        if self._readable(timeout):
-            data = self._recv_now()
-            if data == b"":
-                raise ConnectionResetError("collector closed the connection")
-            if data:
-                self.unpacker.feed(data)
-                self._acked([self._ack(reply) for reply in self.unpacker])
-        if self.pending and time.monotonic() > self.deadline:
-            raise TimeoutError(f"no ack within {self.config.ack_timeout:.0f}s")
+        ready = [link for link in links if self._readable(link)]
+        if not ready:
+            socks = {link.sock: link for link in links}
+            ready = [socks[s] for s in select.select(list(socks), [], [], timeout)[0]]
+        for link in ready:
+            try:
+                self._read(link)
+            except LINK_ERRORS as exc:
+                self._fail(link, exc)
+        now = time.monotonic()
+        for link in list(self.links.values()):
+            if now > link.deadline and self._waiting_on(link):
+                self._fail(link, TimeoutError(f"no ack within {self.config.ack_timeout:g}s"))
+
+    def _read(self, link: Link) -> None:
+        data = self._recv_now(link)
+        if data == b"":
+            if not self._waiting_on(link):
+                # An idle connection the collector let go (idle_timeout): not a failure.
+                self._close(link)
+                return
+            raise ConnectionResetError("the collector closed the connection")
+        if data:
+            link.unpacker.feed(data)
+            self._acked(link, [self._ack(reply) for reply in link.unpacker])
 
     @staticmethod
     def _ack(reply: object) -> Any:  # noqa: ANN401 - echoes the chunk id
@@ -281,16 +403,18 @@ class Shipper:
             raise HandshakeError("the collector asks for the <security> handshake: set shared_key")
         return forward.decode_ack(reply)
 
-    def _acked(self, chunks: list[Any]) -> None:
+    def _acked(self, link: Link, chunks: list[Any]) -> None:
+        if not chunks:
+            return
         for chunk in chunks:
             for sent in self.pending:
                 sent.waiting.discard(chunk)
+        link.deadline = time.monotonic() + self.config.ack_timeout
+        self.pool.acked(link.node)
+        self.last_ack = time.time()
         done = list(itertools.takewhile(lambda sent: not sent.waiting, self.pending))
         if not done:
             return
-        self.failures = 0
-        self.deadline = time.monotonic() + self.config.ack_timeout
-        self.last_ack = time.time()
         # Only the newest positions matter: they include every older batch.
         self._commit(done[-1].positions)
         for sent in done:
@@ -312,21 +436,27 @@ class Shipper:
                 self._written[pos_file] = data
         self.committed = {**self.committed, **positions}
 
-    def _fail(self, exc: Exception) -> None:
-        self._close()
-        self.failures += 1
-        delay = min(0.2 * 2 ** (self.failures - 1), self.config.retry_max_interval)
-        self.retry_at = time.monotonic() + delay
-        log.warning(
-            "collector %s:%d: %s; retrying in %.1fs",
-            *self.config.collector,
-            exc or type(exc).__name__,
-            delay,
-        )
+    def _fail(self, link: Link, exc: Exception | str, counted: bool = False) -> None:
+        """The link is gone: its unacked batches are to be sent again, its collector detached."""
+        self._close(link)
+        for sent in self.pending:
+            if sent.link is link:
+                sent.link = None
+                sent.resent = True
+        if not counted:
+            self._failed(link.node, exc)
 
-    def _close(self) -> None:
-        self.connected = False
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.close()
-            self.sock = None
+    def _failed(self, node: Node, exc: Exception | str) -> None:
+        reason = str(exc) or type(exc).__name__
+        delay = self.pool.failed(node, reason)
+        label = node.server.label
+        if self.pool.rotation():
+            log.warning("collector %s: %s; detached, the others take its batches", label, reason)
+        else:
+            log.warning("collector %s: %s; retrying in %.1fs", label, reason, delay)
+
+    def _close(self, link: Link) -> None:
+        if self.links.get(link.node) is link:
+            del self.links[link.node]
+        with contextlib.suppress(OSError):
+            link.sock.close()

@@ -1,9 +1,14 @@
 """`<pos_dir>/stats.json`: what the agent has shipped, and how far behind it is.
 
     {"updated", "started", "collector": "host:port", "connected": bool,
-     "last_ack", "sources": {tag: {"lines_shipped", "bytes_behind", "files"}}}
+     "last_ack", "sources": {tag: {"lines_shipped", "bytes_behind", "files"}},
+     "servers": [{"name", "host", "port", "weight", "standby", "attached",
+                  "connected", "detached_because"}]}
 
-Times are UTC ISO 8601 (last_ack null before the first ack). lines_shipped
+Times are UTC ISO 8601 (last_ack null before the first ack). `collector` is
+the server the latest batch went to (the first one before any), `connected`
+whether the agent holds a connection to it; `servers` lists every server,
+`attached` while it is in the rotation (balance.py). lines_shipped
 counts lines acked since the agent started; bytes_behind is what the files
 of a source hold past their committed positions; files is how many it has
 open. The file is replaced atomically at most every INTERVAL seconds.
@@ -33,9 +38,8 @@ def iso(seconds: float | None) -> str | None:
 
 
 class Stats:
-    def __init__(self, path: Path, collector: tuple[str, int]) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.collector = f"{collector[0]}:{collector[1]}"
         self.started = time.time()
         self._next = 0.0
 
@@ -66,11 +70,26 @@ class Stats:
                 "bytes_behind": behind,
                 "files": len(tail.watchers),
             }
+        links = shipper.links.copy()  # the shipper's thread changes it
+        servers = [
+            {
+                "name": node.server.name,
+                "host": node.server.host,
+                "port": node.server.port,
+                "weight": node.server.weight,
+                "standby": node.server.standby,
+                "attached": node.available,
+                "connected": node in links,
+                "detached_because": None if node.available else node.reason,
+            }
+            for node in shipper.pool.nodes
+        ]
         return {
             "updated": iso(time.time()),
             "started": iso(self.started),
-            "collector": self.collector,
-            "connected": shipper.connected,
+            "collector": shipper.current.server.address,
+            "connected": shipper.current in links,
             "last_ack": iso(shipper.last_ack),
             "sources": sources,
+            "servers": servers,
         }
