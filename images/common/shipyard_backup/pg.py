@@ -54,6 +54,10 @@ def postgres() -> Account | None:
     return account("postgres")
 
 
+# Seconds of silence from S3 after which an archive-push gives up.
+ARCHIVE_PUSH_IO_TIMEOUT = 20
+
+
 def conf_path(settings: Settings) -> Path:
     return settings.state_dir / PGBACKREST_CONF
 
@@ -104,6 +108,12 @@ def render_pgbackrest(settings: Settings) -> str:
         # A restore is latency-bound (one ranged GET per bundled file), not CPU-bound.
         "[global:restore]",
         "process-max=4",
+        "",
+        # A segment push that S3 does not answer fails within this, not the
+        # default minute, so a failing archive shows in health and in the
+        # server's log promptly; it is a silence timeout, not a total one.
+        "[global:archive-push]",
+        f"io-timeout={ARCHIVE_PUSH_IO_TIMEOUT}",
         "",
         f"[{STANZA}]",
         f"pg1-path={settings.data_dir}",
