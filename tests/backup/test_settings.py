@@ -151,3 +151,16 @@ def test_binary_logs_rotate_early_enough_for_slow_uploads() -> None:
     assert archiver.interval() == 5.5
     archiver.overruns.append(30.0)
     assert archiver.interval() == 1
+
+
+def test_the_health_message_puts_an_unreachable_s3_first(tmp_path: Path) -> None:
+    """shipyard-init cuts a status line at 500 characters: the cause must not be cut off."""
+    from shipyard_backup.health import Health
+
+    health = Health(tmp_path / "health.json")
+    health.problem("archive", "binary log archiving fails: " + "x" * 600)
+    health.problem("full", "the full backup failed")
+    health.problem("s3", "S3 does not answer: no answer within 5 s")
+    assert health.message.startswith("S3 does not answer: no answer within 5 s; binary log")
+    health.problem("s3", None)
+    assert health.message.startswith("binary log archiving fails")

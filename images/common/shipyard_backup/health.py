@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("shipyard-backup")
+# An unreachable S3 also fails the archive and the backups: it goes first.
+TOPIC_ORDER = ("s3", "start", "archive", "full", "differential")
 
 
 class Health:
@@ -31,7 +33,10 @@ class Health:
 
     @property
     def message(self) -> str:
-        return "; ".join(self._problems[k] for k in sorted(self._problems))
+        """The problems, the one that explains the others first (the status line is cut at 500)."""
+        order = {topic: i for i, topic in enumerate(TOPIC_ORDER)}
+        topics = sorted(self._problems, key=lambda t: (order.get(t, len(order)), t))
+        return "; ".join(self._problems[t] for t in topics)
 
     def publish(self, extra: dict[str, object] | None = None) -> None:
         healthy = not self._problems
