@@ -575,6 +575,10 @@ def run_role(*extra: str, verbose: bool = False) -> subprocess.CompletedProcess:
         [
             str(PROJECT / ".venv/bin/ansible-playbook"),
             *(["-v"] if verbose else []),
+            # The scenario's inventory, as converge had it: the project's
+            # describes the dev environment, which this scenario does not run.
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
             *extra,
             str(SCENARIO / "converge.yml"),
         ],
