@@ -164,3 +164,41 @@ def test_the_health_message_puts_an_unreachable_s3_first(tmp_path: Path) -> None
     assert health.message.startswith("S3 does not answer: no answer within 5 s; binary log")
     health.problem("s3", None)
     assert health.message.startswith("binary log archiving fails")
+
+
+def test_a_timeline_the_repository_lost_is_started_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data directory whose timeline the bucket has no record of archives under a new one."""
+    from types import SimpleNamespace
+
+    from shipyard_backup import maria
+
+    class Bucket:
+        def __init__(self) -> None:
+            self.docs: dict[str, object] = {}
+
+        def key(self, *parts: str) -> str:
+            return "/".join(parts)
+
+        def put_json(self, key: str, doc: object) -> None:
+            self.docs[key] = doc
+
+        def get_json(self, key: str) -> object:
+            return self.docs[key]
+
+        def list(self, *parts: str) -> list[dict[str, str]]:
+            prefix = "/".join(parts)
+            return [{"Key": k} for k in self.docs if k.startswith(prefix)]
+
+    archiver = maria.Archiver.__new__(maria.Archiver)
+    archiver.settings = SimpleNamespace(data_dir=tmp_path)
+    archiver.bucket = Bucket()
+    monkeypatch.setattr(maria, "mysql", lambda: None)  # the test runs as whoever it is
+    first = archiver.resume_timeline()
+    assert archiver.resume_timeline() == first, "a recorded timeline goes on"
+    archiver.bucket.docs.clear()  # the bucket was emptied; the volume kept its timeline
+    second = archiver.resume_timeline()
+    assert second != first
+    assert archiver.bucket.docs[f"timelines/{second}.json"]["parent"] is None
+    assert (tmp_path / maria.TIMELINE_FILE).read_text().strip() == second

@@ -459,15 +459,33 @@ class Archiver:
         self.last_tick: float | None = None
 
     def start(self) -> None:
-        self.timeline = timeline(self.settings)
-        if self.timeline is None:
-            self.timeline = new_timeline(self.settings, self.bucket, None)
-            log.info("new timeline %s for this data directory", self.timeline)
+        self.timeline = self.resume_timeline()
         for item in self.bucket.list("binlog", self.timeline + "/"):
             if item["Key"].endswith(".json"):
                 self.archived.add(item["Key"].rsplit("/", 1)[-1].removesuffix(".json"))
         # Whatever the current log holds from before this start goes out now.
         self.rotate()
+
+    def resume_timeline(self) -> str:
+        """The data directory's timeline, or a new one when the repository has no record of it.
+
+        A repository that lost the record (a new or emptied bucket: the dev
+        S3 keeps everything in memory) could never restore what is archived
+        under it: the history before is not in this repository, so a new
+        timeline without a parent starts here, and a full backup with it.
+        """
+        known = timeline(self.settings)
+        if known is not None and known in timelines(self.bucket):
+            return known
+        if known is not None:
+            log.warning(
+                "timeline %s of this data directory is not in the repository (a new or emptied"
+                " bucket): starting a new one",
+                known,
+            )
+        ident = new_timeline(self.settings, self.bucket, None)
+        log.info("new timeline %s for this data directory", ident)
+        return ident
 
     def interval(self) -> float:
         """Seconds between rotations, so a commit reaches S3 within archive_timeout.
