@@ -40,6 +40,7 @@ class Scheduler:
         self.retry_at: dict[str, float] = {}
         self.last_result: dict[str, Any] = {}
         self.ready = False
+        self.s3_down = False
 
     def schedules(self) -> dict[str, Cron]:
         out = {"full": self.settings.schedule_full}
@@ -146,8 +147,15 @@ class Scheduler:
             self.engine.probe()
         except StepError as exc:
             self.health.problem("s3", f"S3 does not answer: {exc}")
+            self.s3_down = True
         else:
             self.health.problem("s3", None)
+            if self.s3_down and self.retry_at:
+                # The outage is what failed them: waiting out RETRY_AFTER now
+                # would only leave the databases unprotected for longer.
+                log.info("S3 answers again; retrying the failed backups now")
+                self.retry_at.clear()
+            self.s3_down = False
         if self.ready:
             try:
                 self.health.problem("archive", self.engine.archive_problem())
