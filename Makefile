@@ -105,11 +105,11 @@ pytest: $(STAMP) $(NODE_STAMP) ## Run the pytest suite.
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
 	exit $$rc
 
-molecule: $(STAMP) ## Run every molecule scenario (SCENARIOS="a b" for some).
-	@for s in $(SCENARIOS); do \
-	  echo "== molecule test -s $$s"; \
-	  $(BIN)/molecule test -s $$s; \
-	done
+# Two at a time by default (molecule/run.sh says why); MOLECULE_JOBS=1 for one.
+MOLECULE_JOBS ?= 2
+
+molecule: $(STAMP) ## Run every molecule scenario (SCENARIOS="a b" for some, MOLECULE_JOBS=n at a time).
+	molecule/run.sh $(MOLECULE_JOBS) $(LOGS) $(SCENARIOS)
 
 test-host: $(STAMP) ## Install what make test needs on this machine (as make up installs the engine).
 	$(BIN)/ansible-playbook playbooks/test_host.yml

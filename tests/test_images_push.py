@@ -98,12 +98,15 @@ def registry(registry_image: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def read_only_registry(
-    registry_image: str, tmp_path_factory: pytest.TempPathFactory
+    registry_image: str,
 ) -> Iterator[str]:
-    """A registry that takes the login and refuses every push: its storage is read-only."""
-    storage = tmp_path_factory.mktemp("registry-storage")
+    """A registry that takes the login and refuses every push: it is in read-only mode.
+
+    Its answer, 405, is final to Docker; a read-only volume would answer 500,
+    which Docker retries with back-off for over a minute.
+    """
     with running_registry(
-        registry_image, "-v", f"{storage}:/var/lib/docker-registry:ro"
+        registry_image, "-e", "REGISTRY_STORAGE_MAINTENANCE_READONLY=enabled: true"
     ) as address:
         yield address
 
