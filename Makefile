@@ -16,7 +16,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # ansible.cfg), keeps its output and every task result in .shipyard/logs,
 # where `make scan` looks for secrets (see ansible.cfg).
 LOGS := $(CURDIR)/.shipyard/logs
-$(shell mkdir -p $(LOGS))
+# Private to root: Ansible would create ansible.log 0644, and earlier
+# versions of this file let it (results.jsonl is created 0600 by its callback).
+$(shell mkdir -p $(LOGS) && chmod 0700 $(LOGS) && touch $(LOGS)/ansible.log && chmod 0600 $(LOGS)/ansible.log)
 export ANSIBLE_LOG_PATH ?= $(LOGS)/ansible.log
 export ANSIBLE_CALLBACK_PLUGINS ?= $(CURDIR)/plugins/callback
 export ANSIBLE_CALLBACKS_ENABLED ?= results_log
