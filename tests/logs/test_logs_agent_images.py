@@ -194,7 +194,7 @@ def test_lamp_ships_every_service_log_with_its_fields(images, collector, gateway
     assert state(name)["ExitCode"] == 0
     assert took < 10, f"docker stop took {took:.1f} s"
     # First up, last down; log-rotate, started last, goes first.
-    assert stop_order(name) == ["log-rotate", "apache", "php-fpm", "mariadb", "log-agent"]
+    assert stop_order(name) == ["backup", "log-rotate", "apache", "php-fpm", "mariadb", "log-agent"]
     assert "SIGKILL" not in logs(name).split("received SIGTERM")[-1]
 
 
@@ -250,7 +250,7 @@ def test_postgresql_ships_its_jsonlog_through_its_own_rotation(
 
     took = timed_stop(name)
     assert state(name)["ExitCode"] == 0 and took < 10, f"docker stop took {took:.1f} s"
-    assert stop_order(name) == ["log-rotate", "postgres", "log-agent"]
+    assert stop_order(name) == ["backup", "log-rotate", "postgres", "log-agent"]
 
 
 def test_without_a_collector_the_images_work_and_the_agents_back_off_quietly(images, containers):

@@ -243,11 +243,13 @@ def test_moto_is_debians_package_and_nothing_is_fetched_for_it(builds):
     assert found["module"] == "/usr/lib/python3/dist-packages/moto/__init__.py"
     assert found["server"] == "/usr/bin/moto_server"
     assert not found["venv"]
-    # The build reads only committed files: nothing is downloaded beside the Dockerfile.
+    # The build reads only committed files: nothing is downloaded beside the
+    # Dockerfile (moto-server is this project's TLS and key check around moto).
     assert sorted(p.name for p in (ROOT / "images" / "s3").iterdir()) == [
         "Dockerfile",
         "README.md",
         "image.yml",
+        "moto-server",
         "services.toml",
     ]
 
@@ -285,7 +287,7 @@ def test_plain_docker_build_without_ansible_serves_s3(builds, base_image: str):
             for line in docker("top", name, "-eo", "uid,pid,args").splitlines()[1:]
         ]
         users = {args: row_uid for row_uid, _, args in rows}
-        assert users["/usr/bin/python3 /usr/bin/moto_server -H 0.0.0.0 -p 5000"] == uid, rows
+        assert users["/usr/bin/python3 /usr/local/bin/moto-server"] == uid, rows
         code, took = stop(name)
         assert code == 0, logs(name)
         assert took < 9, f"docker stop took {took:.1f} s"
@@ -299,7 +301,8 @@ def test_image_contract(builds):
     assert set(collector["ExposedPorts"]) == {"24224/tcp", "24224/udp"}
     assert set(collector["Volumes"]) == {"/var/log/shipyard"}
     s3 = inspect(f"{S3_IMAGE}:latest")["Config"]
-    assert set(s3["ExposedPorts"]) == {"5000/tcp"}
+    # 5443 is HTTPS, served once a certificate is given (pgBackRest speaks only TLS).
+    assert set(s3["ExposedPorts"]) == {"5000/tcp", "5443/tcp"}
     for config in (collector, s3):
         assert config["Entrypoint"] == ["/usr/bin/tini", "--", "/usr/local/bin/shipyard-init"]
         assert config["Healthcheck"]["Test"][1:] == ["/usr/bin/test", "-e", "/run/shipyard/ready"]
