@@ -73,6 +73,8 @@ def setup(state: Path) -> None:
             str(bin_dir / "ansible-playbook"),
             "-i",
             str(path),
+            # The scenario's own layout: its network, then its containers.
+            str(ROOT / "molecule" / "backup" / "create.yml"),
             str(ROOT / "molecule" / "backup" / "converge.yml"),
         ],
         capture_output=True,
