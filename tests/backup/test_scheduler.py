@@ -7,7 +7,9 @@ molecule backup scenario runs the same loop against the real tools and S3.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +105,24 @@ def test_a_backup_that_fails_with_s3_up_waits_out_its_retry(service) -> None:
     health = turn(scheduler)
     # S3 never went away: nothing tells the service the cause is gone.
     assert engine.backups == [] and not health["healthy"]
+
+
+def test_an_on_demand_backup_keeps_to_the_cpu_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipyard_backup.__main__ import dispatch
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.fail("this test needs a machine with two CPUs or more")
+    seen: list[set[int]] = []
+    engine = OutageEngine()
+    engine.backup = lambda kind: seen.append(os.sched_getaffinity(0)) or {"id": kind}  # type: ignore[method-assign]
+    monkeypatch.setattr(scheduling.engines, "for_settings", lambda settings: engine)
+    monkeypatch.setattr("shipyard_backup.__main__.become_engine_user", lambda settings: None)
+    settings = load(tmp_path / "none.toml", ENV | {"SHIPYARD_BACKUP_STATE_DIR": str(tmp_path)})
+    before = os.sched_getaffinity(0)
+    try:
+        dispatch(settings, argparse.Namespace(verb="backup", type="full"))
+    finally:
+        os.sched_setaffinity(0, before)
+    assert len(seen[0]) == settings.cpus == 1

@@ -30,7 +30,7 @@ from typing import Any
 from . import engine as engines
 from .config import ConfigError, Settings, env_name, load
 from .engine import Engine
-from .runner import RESTORE_MARKER, StepError, print_json
+from .runner import RESTORE_MARKER, StepError, limit_cpus, print_json
 from .timeparse import parse_target
 
 EX_STEP = 1
@@ -171,6 +171,8 @@ def dispatch(settings: Settings, args: argparse.Namespace) -> object:
             raise ConfigError(f"{key} ({env_name(key)}): {reason}") from None
         return {"ok": True}
     if verb == "backup":
+        # On demand (`make backup`) within the same CPU budget as on schedule.
+        limit_cpus(settings.cpus)
         return engine.backup(args.type)
     if verb == "list":
         return engine.listing()
