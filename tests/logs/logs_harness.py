@@ -36,6 +36,18 @@ S3_ENV = {
 }
 
 
+def check_config(program: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m shipyard_logs.<program> --config PATH --check-config`, as the images run it."""
+    return subprocess.run(
+        [PYTHON, "-m", f"shipyard_logs.{program}", "--config", str(path), "--check-config"],
+        env={"PYTHONPATH": str(COMMON)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def free_port() -> int:
     """A port free for both TCP and UDP on 127.0.0.1 (the collector binds both)."""
     for _ in range(50):

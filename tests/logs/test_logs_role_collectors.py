@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from logs_harness import COMMON, PYTHON, ROOT
+from logs_harness import PYTHON, ROOT, check_config
 
 pytestmark = pytest.mark.slow  # ansible-playbook starts
 
@@ -71,17 +71,6 @@ def playbook(tmp_path: Path, text: str, extra: dict) -> subprocess.CompletedProc
     )
 
 
-def check(program: str, path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", f"shipyard_logs.{program}", "--config", str(path), "--check-config"],
-        env={"PYTHONPATH": str(COMMON)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 def render(tmp_path: Path, **extra: object) -> tuple[str, str]:
     text = RENDER.format(
         defaults=ROLE / "defaults" / "main.yml", out=tmp_path, templates=ROLE / "templates"
@@ -99,7 +88,7 @@ def test_several_collectors_become_the_agents_servers_and_name_each_collector(tm
     assert 'host = "log-b"\nport = 24230\nweight = 30\nstandby = true\n' in agent
     assert 'collector_name = "localhost"' in collector  # the inventory name
     for program, name in (("agent", "log-agent.toml"), ("collector", "collector.toml")):
-        verdict = check(program, tmp_path / name)
+        verdict = check_config(program, tmp_path / name)
         assert verdict.returncode == 0, verdict.stderr
 
 
@@ -112,7 +101,7 @@ def test_without_collectors_the_agents_configuration_is_unchanged(tmp_path):
 
 def test_a_bad_server_is_refused_by_the_agent_naming_its_key(tmp_path):
     render(tmp_path, log_shipping_collectors=[{"host": "log-a"}, {"host": "log-a", "port": 0}])
-    verdict = check("agent", tmp_path / "log-agent.toml")
+    verdict = check_config("agent", tmp_path / "log-agent.toml")
     assert verdict.returncode == 78
     assert "agent.servers[1].port must be between 1 and 65535" in verdict.stderr
 

@@ -21,11 +21,10 @@ from pathlib import Path
 import msgpack
 import pytest
 from logs_harness import (
-    COMMON,
-    PYTHON,
     Collector,
     ForwardClient,
     apache_line,
+    check_config,
     free_port,
     wait_for,
 )
@@ -381,14 +380,7 @@ def test_a_plain_listener_takes_only_its_tags_from_its_peers(tmp_path, pki, coll
 def check(program: str, config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "c.toml"
     path.write_text(config)
-    return subprocess.run(
-        [PYTHON, "-m", f"shipyard_logs.{program}", "--config", str(path), "--check-config"],
-        env={"PYTHONPATH": str(COMMON)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return check_config(program, path)
 
 
 @pytest.mark.parametrize(
