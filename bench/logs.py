@@ -230,9 +230,18 @@ class Procs:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Free for TCP and UDP on 127.0.0.1: the collector answers heartbeats on the same port."""
+    for _ in range(50):
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise BenchError("no port free for both TCP and UDP in 50 tries")
 
 
 def wait_for_port(port: int, proc: Proc, timeout: float = 20.0) -> None:

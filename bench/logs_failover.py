@@ -44,6 +44,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from logs import free_port  # bench/logs.py, this directory
+
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ROOT / "images/common"
 CASES = ("baseline", "kill", "freeze")
@@ -57,20 +59,6 @@ LINE = (
     '10.0.{a:03d}.{b:03d} - - [20/Nov/2026:10:15:00 +0000] "GET /item?id={i:08d} HTTP/1.1" '
     '200 {s} "-" "bench/1.0"\n'
 )
-
-
-def free_port() -> int:
-    """Free for TCP and UDP: the collector answers heartbeats on the same port."""
-    while True:
-        with socket.socket() as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
 
 
 def spawn(module: str, config: dict, workdir: Path, name: str) -> subprocess.Popen[bytes]:
