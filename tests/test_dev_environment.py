@@ -182,3 +182,74 @@ def test_the_wait_asks_the_supervisors(docker_engine: str) -> None:
         assert f"{stopped}: the container is exited" in failed.stdout
     finally:
         docker("rm", "--force", s3, stopped, check=False)
+
+
+def logs_in(container: str, command: list[str], variable: str, password: str) -> bool:
+    """Whether a TCP login inside the container succeeds with this password."""
+    proc = docker_proc("exec", "--env", f"{variable}={password}", container, *command, check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "1"
+
+
+def test_a_fresh_checkout_takes_over_the_environment_an_earlier_one_left() -> None:
+    """A new clone at this path, with the engine holding (and restarting) the old containers.
+
+    The new checkout has no secrets, mounts or stage records; the engine's
+    containers mount the old secret files and their volumes hold the old
+    passwords. `make up` must create the containers again with the new
+    secrets and make every listed password the new one, and a run after it
+    changes nothing.
+    """
+    fact = described()
+    state = Path(fact["host_dir"])
+    for part in ("secrets", "mounts", "stages"):
+        subprocess.run(["rm", "-rf", str(state / part)], check=True)
+    # As the engine does at boot with restart policy unless-stopped.
+    containers = environment_containers()
+    docker_proc("restart", "--time", "5", *containers, check=False)
+
+    taken_over = run_playbook("site.yml", timeout=1200)
+    assert taken_over.rc == 0, taken_over.raw[-4000:]
+    secrets = fact["secrets"]
+    pg = fact["containers"]["postgresql"]["name"]
+    lamp = fact["containers"]["lamp"]["name"]
+    superuser = fact["containers"]["postgresql"]["env"]["POSTGRES_USER"]
+    psql = [
+        "psql",
+        "--host=127.0.0.1",
+        "--no-psqlrc",
+        "--tuples-only",
+        "--no-align",
+        "--command=SELECT 1",
+    ]
+    mariadb = [
+        "mariadb",
+        "--host=127.0.0.1",
+        "--batch",
+        "--skip-column-names",
+        "--execute=SELECT 1",
+    ]
+    logins = {
+        "postgresql-superuser": logs_in(
+            pg,
+            [*psql, f"--username={superuser}", "--dbname=postgres"],
+            "PGPASSWORD",
+            Path(secrets["postgresql-superuser"]).read_text().strip(),
+        ),
+        "app-postgresql": logs_in(
+            pg,
+            [*psql, "--username=app", "--dbname=app"],
+            "PGPASSWORD",
+            Path(secrets["app-postgresql"]).read_text().strip(),
+        ),
+        "app-mariadb": logs_in(
+            lamp,
+            [*mariadb, "--user=app", "app"],
+            "MYSQL_PWD",
+            Path(secrets["app-mariadb"]).read_text().strip(),
+        ),
+    }
+    assert all(logins.values()), logins
+
+    again = run_playbook("site.yml", timeout=900)
+    assert again.rc == 0, again.raw[-4000:]
+    assert again.changed == 0, again.raw[-4000:]
