@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml VERSION | sha256sum | cut -c1-12)
+# The test tools, on top: the targets that run the stack need only STAMP.
+TEST_STAMP := $(VENV)/.installed-test-$(shell cat requirements-test.txt requirements.txt pyproject.toml VERSION | sha256sum | cut -c1-12)
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 PYTEST_ARGS ?=
 
@@ -24,7 +26,7 @@ export ANSIBLE_CALLBACK_PLUGINS ?= $(CURDIR)/plugins/callback
 export ANSIBLE_CALLBACKS_ENABLED ?= results_log
 export SHIPYARD_RESULTS_LOG ?= $(LOGS)/results.jsonl
 
-.PHONY: help venv up down test test-host lint vagrant pytest molecule scan clean report backup backups restore
+.PHONY: help venv venv-stack up down test test-host lint vagrant pytest molecule scan clean report backup backups restore
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,7 +36,12 @@ $(STAMP): requirements.txt pyproject.toml VERSION
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps --editable .
-	rm -f $(VENV)/.installed-*
+	rm -f $(VENV)/.installed-[0-9a-f]*
+	touch $@
+
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+	rm -f $(VENV)/.installed-test-*
 	touch $@
 
 # npm's fluent-logger, the independent client of the log collector's tests,
@@ -47,7 +54,9 @@ $(NODE_STAMP): $(INTEROP)/package.json $(INTEROP)/package-lock.json
 	npm ci --prefix $(INTEROP) --no-audit --no-fund --loglevel=error
 	touch $@
 
-venv: $(STAMP) $(NODE_STAMP) ## Create .venv with the pinned tools (and the tests' npm packages).
+venv: $(TEST_STAMP) $(NODE_STAMP) ## Create .venv with every pinned tool, the tests' included (and their npm packages).
+
+venv-stack: $(STAMP) ## Create .venv with what the stack needs alone (a Docker host that runs no tests, as the Vagrant VM).
 
 # A stage whose inputs are those of the last run that succeeded is skipped;
 # FULL=1 runs every stage (after changing something by hand in a container).
@@ -76,7 +85,7 @@ restore: $(STAMP) ## Restore DB=postgresql|mariadb to AT='2026-12-01 12:00:00+00
 SHELL_SCRIPTS = git ls-files -co --exclude-standard -z | xargs -0 awk \
 	'FNR == 1 { if (FILENAME ~ /\.sh$$/ || /^\#!.*[/ ](ba|da)?sh( |$$)/) print FILENAME; nextfile }'
 
-lint: $(STAMP) ## yamllint, ansible-lint (production profile), ruff, shellcheck.
+lint: $(TEST_STAMP) ## yamllint, ansible-lint (production profile), ruff, shellcheck.
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check .
@@ -102,7 +111,7 @@ vagrant: ## vagrant validate the Vagrantfile, per provider (offline).
 	done
 
 # pytest exits 5 when it collects nothing: here that means a broken suite, not a pass.
-pytest: $(STAMP) $(NODE_STAMP) ## Run the pytest suite.
+pytest: $(TEST_STAMP) $(NODE_STAMP) ## Run the pytest suite.
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
 	exit $$rc
@@ -110,7 +119,7 @@ pytest: $(STAMP) $(NODE_STAMP) ## Run the pytest suite.
 # Two at a time by default (molecule/run.sh says why); MOLECULE_JOBS=1 for one.
 MOLECULE_JOBS ?= 2
 
-molecule: $(STAMP) ## Run every molecule scenario (SCENARIOS="a b" for some, MOLECULE_JOBS=n at a time).
+molecule: $(TEST_STAMP) ## Run every molecule scenario (SCENARIOS="a b" for some, MOLECULE_JOBS=n at a time).
 	molecule/run.sh $(MOLECULE_JOBS) $(LOGS) $(SCENARIOS)
 
 test-host: $(STAMP) ## Install what make test needs on this machine (as make up installs the engine).
@@ -119,7 +128,7 @@ test-host: $(STAMP) ## Install what make test needs on this machine (as make up 
 # Last, so it reads what every run before it wrote: the dev environment (make
 # up) and the logs under .shipyard/logs. An explicit path, as the file is no
 # test_*.py that a plain pytest run would collect.
-scan: $(STAMP) ## Grep everything the stack wrote for its secrets (needs make up).
+scan: $(TEST_STAMP) ## Grep everything the stack wrote for its secrets (needs make up).
 	$(BIN)/pytest $(PYTEST_ARGS) tests/secrets/scan_secrets.py
 
 test: test-host lint vagrant pytest molecule scan ## Install what it needs, lint, vagrant validate, pytest, every molecule scenario, the secret scan.

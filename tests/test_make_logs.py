@@ -11,7 +11,13 @@ from helpers import ROOT
 
 
 def make_help(workdir: Path) -> None:
-    for name in ("Makefile", "requirements.txt", "pyproject.toml", "VERSION"):
+    for name in (
+        "Makefile",
+        "requirements.txt",
+        "requirements-test.txt",
+        "pyproject.toml",
+        "VERSION",
+    ):
         shutil.copy(ROOT / name, workdir / name)
     proc = subprocess.run(
         ["make", "help"], cwd=workdir, capture_output=True, text=True, timeout=60, check=False
