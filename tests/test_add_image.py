@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from helpers import ROOT, docker, free_port
+from helpers import ROOT, docker, free_port, run_playbook
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -120,7 +121,45 @@ def test_make_up_runs_it_next_to_the_others(probe: Probe, up: Up) -> None:
         assert len(others) == 4
 
 
-def test_make_down_removes_it(probe: Probe, up: Up) -> None:
+@dataclass
+class Down:
+    stopped: list[str]  # the containers, in the order they stopped
+
+
+@pytest.fixture(scope="module")
+def down(probe: Probe, up: Up) -> Down:
+    since = f"{time.time() - 1:.3f}"
     make("down")
+    until = f"{time.time() + 1:.3f}"
+    events = docker(
+        "events",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--filter",
+        "type=container",
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    )
+    return Down(events.split())
+
+
+def test_make_down_stops_the_services_the_others_send_to_last(up: Up, down: Down) -> None:
+    run = run_playbook("playbooks/describe.yml")
+    assert run.rc == 0, run.raw[-3000:]
+    containers = run.facts["dev_environment"]["containers"].values()
+    last = {c["name"] for c in containers if c["stop_last"]}
+    assert last, "no manifest says stop_last"
+    assert set(down.stopped) == set(up.after), down.stopped
+    first_of_last = min(down.stopped.index(name) for name in last)
+    assert all(down.stopped.index(name) < first_of_last for name in set(up.after) - last), (
+        down.stopped
+    )
+
+
+def test_make_down_removes_it(probe: Probe, up: Up, down: Down) -> None:
     assert environment() == {}
     assert not docker("ps", "--all", "--quiet", "--filter", f"name={probe.container}").strip()
