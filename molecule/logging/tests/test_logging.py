@@ -135,11 +135,18 @@ def request_ids(records: Iterable[Record]) -> collections.Counter[str]:
     )
 
 
-def wait_until(predicate: Callable[[], object], what: str, timeout: float) -> None:
+def wait_until(
+    predicate: Callable[[], object],
+    what: str,
+    timeout: float,
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Wait for predicate; on a timeout, fail with what `explain` says is still wrong."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+            detail = f"\n{explain()}" if explain is not None else ""
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}{detail}")
         time.sleep(2)
 
 
@@ -157,6 +164,7 @@ class Requests:
     def __init__(self) -> None:
         self.acknowledged: list[str] = []
         self.attempted: list[str] = []
+        self.acked_at: dict[str, float] = {}  # wall-clock time of each acknowledgement
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -182,6 +190,7 @@ class Requests:
                 continue
             with self._lock:
                 self.acknowledged.append(rid)
+                self.acked_at[rid] = time.time()
             return
         pytest.fail(f"request {number} failed 20 times")
 
@@ -308,43 +317,185 @@ def rotate_by_copytruncate() -> None:
     docker("exec", LAMP, "sh", "-c", f"cp {ACCESS_LOG} {ACCESS_LOG}.copy && : > {ACCESS_LOG}")
 
 
+# What each phase of the stream goes through, in order.
+PHASE_NAMES = (
+    "the collector SIGKILLed during it",
+    "after the LAMP container's restart",
+    "the access log renamed during it",
+    "after the copytruncate",
+    "the agent SIGKILLed during it",
+    "S3 away",
+    "S3 away",
+    "the bucket deleted during it",
+    "the collector SIGKILLed during it",
+    "the image's own rotation only",
+)
+# (wall-clock time, what happened) during the stream, for a failure to place its ids.
+TIMELINE: list[tuple[float, str]] = []
+
+
+def mark(what: str) -> None:
+    TIMELINE.append((time.time(), what))
+
+
+def marked(what: str, action: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        mark(f"{what} begins")
+        action()
+        mark(f"{what} done")
+
+    return run
+
+
 @pytest.fixture(scope="module")
 def stream() -> Requests:
     """20,000 requests in ten phases, most with their own disruption."""
+    assert len(PHASE_NAMES) == PHASES
     requests = Requests()
-    phases = iter(range(0, PHASES * PHASE_REQUESTS, PHASE_REQUESTS))
+    phases = iter(range(PHASES))
 
-    def numbers() -> range:
-        start = next(phases)
-        return range(start, start + PHASE_REQUESTS)
+    def send(during: Callable[[], None] | None = None) -> None:
+        phase = next(phases)
+        mark(f"phase {phase} begins")
+        start = phase * PHASE_REQUESTS
+        requests.send(range(start, start + PHASE_REQUESTS), during)
+        mark(f"phase {phase} done")
 
-    requests.send(numbers(), during=kill_and_restart_collector)
-    docker("restart", "--time", "10", LAMP)
-    wait_healthy(LAMP)
-    requests.send(numbers())
-    requests.send(numbers(), during=rotate_by_rename)
-    rotate_by_copytruncate()
-    requests.send(numbers())
-    requests.send(numbers(), during=kill_agent)
+    send(marked("collector SIGKILL", kill_and_restart_collector))
+    marked("LAMP restart", lambda: (docker("restart", "--time", "10", LAMP), wait_healthy(LAMP)))()
+    send()
+    send(marked("rename rotation", rotate_by_rename))
+    marked("copytruncate", rotate_by_copytruncate)()
+    send()
+    send(marked("agent SIGKILL", kill_agent))
+    mark("S3 outage begins")
     outage = s3_outage()  # two phases go on while S3 is away
-    requests.send(numbers())
-    requests.send(numbers())
+    send()
+    send()
     outage.join()
-    requests.send(numbers(), during=delete_bucket)
+    mark("S3 outage done")
+    send(marked("bucket deletion", delete_bucket))
     wait_until(bucket_exists, "the collector to create the bucket again", 120)
-    requests.send(numbers(), during=kill_and_restart_collector)
-    requests.send(numbers())  # the image's own rotation runs all along (256K files)
+    send(marked("collector SIGKILL", kill_and_restart_collector))
+    send()  # the image's own rotation runs all along (256K files)
     return requests
 
 
 # ------------------------------------------------------------------ exactly once
 
 
+def phase_of(rid: str) -> int:
+    return int(rid.split("-")[0]) // PHASE_REQUESTS
+
+
+def clock(at: float) -> str:
+    return datetime.fromtimestamp(at).strftime("%H:%M:%S.%f")[:-3]
+
+
+def sample(items: list[str], count: int = 12) -> list[str]:
+    """The first and last few, and some spread evenly between them."""
+    if len(items) <= count:
+        return items
+    step = len(items) / count
+    return sorted({items[0], items[-1], *(items[int(i * step)] for i in range(count))})
+
+
+# Where each id is in the LAMP container's access logs, and where the agent is in them.
+FIND_IDS = f"""
+cat > /tmp/missing-ids
+cd {Path(ACCESS_LOG).parent}
+for f in {Path(ACCESS_LOG).name}*; do
+  echo "file $(stat -c '%n %i %s' "$f")"
+  grep -boF -f /tmp/missing-ids "$f" | cut -d: -f1
+done
+echo positions
+cat /var/lib/shipyard/log-agent/apache.access.pos
+"""
+
+
+def access_log_places(missing: list[str]) -> list[str]:
+    """Each access log file with the missing ids in it: how many, at which bytes."""
+    patterns = "".join(f"/logtest/{RUN}/{rid} \n" for rid in missing)
+    proc = subprocess.run(
+        ["docker", "exec", "-i", LAMP, "sh", "-c", FIND_IDS],
+        input=patterns,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines, offsets, found = [], [], 0
+    header = ""
+
+    def close_file() -> None:
+        if header:
+            where = f", bytes {offsets[0]}-{offsets[-1]}" if offsets else ""
+            lines.append(f"    {header}: {len(offsets)} of them{where}")
+
+    rest = proc.stdout.splitlines()
+    while rest:
+        line = rest.pop(0)
+        if line.startswith("file "):
+            close_file()
+            name, inode, size = line[5:].split()
+            header, offsets = f"{name} (inode {inode}, {size} bytes)", []
+        elif line == "positions":
+            close_file()
+            header = ""
+            lines.append("    the agent's positions (path, offset, inode):")
+            lines += [
+                f"      {path} {int(offset, 16)} {int(inode, 16)}"
+                for path, offset, inode in (p.split("\t") for p in rest if p.count("\t") == 2)
+            ]
+            break
+        elif line.isdigit():
+            offsets.append(int(line))
+            found += 1
+    close_file()
+    if proc.returncode != 0:
+        lines.append(f"    (reading them failed: {proc.stderr.strip()})")
+    return [f"  in the LAMP container's access logs, {found} of {len(missing)}:", *lines]
+
+
+AGENT_EVENTS = re.compile(r"rotat|truncat|gone|resending|collector .*:|unacked")
+
+
+def agent_events() -> list[str]:
+    """What the LAMP container's agent and rotation said about files and collectors."""
+    proc = docker("logs", "--timestamps", LAMP, check=False)
+    said = [ln for ln in (proc.stdout + proc.stderr).splitlines() if AGENT_EVENTS.search(ln)]
+    return ["  the LAMP container's log agent and rotation said (last 60):", *said[-60:]]
+
+
+def explain_missing(requests: Requests, counts: collections.Counter[str], where: str) -> str:
+    """Which acknowledged requests are missing, in which phase, near which event, on which file."""
+    missing = sorted(set(requests.acknowledged) - counts.keys())
+    if not missing:
+        return f"no acknowledged request is missing from {where}"
+    lines = [
+        f"{len(missing)} of {len(set(requests.acknowledged))} acknowledged requests "
+        f"are missing from {where}:"
+    ]
+    for phase, count in sorted(collections.Counter(map(phase_of, missing)).items()):
+        ids = [rid for rid in missing if phase_of(rid) == phase]
+        lines.append(f"  phase {phase} ({PHASE_NAMES[phase]}): {count}, {ids[0]} .. {ids[-1]}")
+    lines.append("  e.g., with the last event before each acknowledgement:")
+    for rid in sample(missing):
+        at = requests.acked_at[rid]
+        when, what = max(((t, w) for t, w in TIMELINE if t <= at), default=(at, "the start"))
+        lines.append(f"    {rid} acknowledged {clock(at)}, {at - when:.2f} s after {what}")
+    lines.append("  the fault run:")
+    lines += [f"    {clock(at)} {what}" for at, what in TIMELINE]
+    lines += access_log_places(missing)
+    lines += agent_events()
+    return "\n".join(lines)
+
+
 def check_exactly_once(counts: collections.Counter[str], requests: Requests, where: str) -> None:
     acknowledged = set(requests.acknowledged)
     assert len(acknowledged) == PHASES * PHASE_REQUESTS
     missing = acknowledged - counts.keys()
-    assert not missing, f"{len(missing)} requests missing from {where}, e.g. {sorted(missing)[:5]}"
+    assert not missing, explain_missing(requests, counts, where)
     twice = {rid: n for rid, n in counts.items() if n > 1}
     assert not twice, f"{len(twice)} requests more than once in {where}: {list(twice.items())[:5]}"
     assert counts.keys() <= set(requests.attempted), f"unknown ids in {where}"
@@ -355,6 +506,7 @@ def test_every_request_is_in_the_slice_files_exactly_once(stream: Requests) -> N
         lambda: set(stream.acknowledged) <= request_ids(local_records()).keys(),
         "every request in the collector's slice files",
         300,
+        lambda: explain_missing(stream, request_ids(local_records()), "the slice files"),
     )
     check_exactly_once(request_ids(local_records()), stream, "the slice files")
 
@@ -365,6 +517,7 @@ def test_every_request_is_in_s3_exactly_once(stream: Requests) -> None:
         lambda: set(stream.acknowledged) <= request_ids(s3_records()).keys(),
         "every request in the uploaded objects",
         240,
+        lambda: explain_missing(stream, request_ids(s3_records()), "S3"),
     )
     check_exactly_once(request_ids(s3_records()), stream, "S3")
     keys = list(s3_objects())
