@@ -4,8 +4,9 @@ The LAMP container's access log carries 20,000 requests, each with a unique
 id, in one run through every fault at once: the collector SIGKILLed twice,
 the agent SIGKILLed once, the LAMP container restarted, the access log
 rotated both ways (rename-and-create, by the image's own size-based rotation
-and by hand, and copytruncate), S3 off the network for 30 s, and the bucket deleted
-(its objects kept aside by the test) and recreated by the collector. Every
+and by hand, and copytruncate with the writer going on at once), S3 off the
+network for 30 s, and the bucket deleted (its objects kept aside by the test)
+and recreated by the collector. Every
 request must then appear exactly once in the collector's slice files and in
 the objects uploaded to S3. The rest checks the other sources, interop with
 Docker's fluentd log driver and the fluent-logger package, the daily report,
@@ -15,6 +16,7 @@ the collector's stats, and bad input.
 from __future__ import annotations
 
 import collections
+import contextlib
 import gzip
 import http.client
 import json
@@ -26,7 +28,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from io import BytesIO
@@ -165,7 +167,9 @@ class Requests:
         self.acknowledged: list[str] = []
         self.attempted: list[str] = []
         self.acked_at: dict[str, float] = {}  # wall-clock time of each acknowledgement
-        self._lock = threading.Lock()
+        self._state = threading.Condition()  # guards the lists and the two below
+        self._paused = False
+        self._in_flight = 0
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -175,32 +179,62 @@ class Requests:
             self._local.conn = conn
         return conn
 
+    def _get(self, rid: str) -> bool:
+        try:
+            conn = self._connection()
+            conn.request("GET", f"/logtest/{RUN}/{rid}")
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            self._local.conn = None
+            return False
+        return True
+
     def _one(self, number: int) -> None:
         for attempt in range(20):
             rid = f"{number:05d}-{attempt}"
-            with self._lock:
+            with self._state:
+                self._state.wait_for(lambda: not self._paused)
+                self._in_flight += 1
                 self.attempted.append(rid)
+            ok = False
             try:
-                conn = self._connection()
-                conn.request("GET", f"/logtest/{RUN}/{rid}")
-                conn.getresponse().read()
-            except (OSError, http.client.HTTPException):
-                self._local.conn = None
-                time.sleep(0.2)
-                continue
-            with self._lock:
-                self.acknowledged.append(rid)
-                self.acked_at[rid] = time.time()
-            return
+                ok = self._get(rid)
+            finally:
+                with self._state:
+                    self._in_flight -= 1
+                    if ok:
+                        self.acknowledged.append(rid)
+                        self.acked_at[rid] = time.time()
+                    self._state.notify_all()
+            if ok:
+                return
+            time.sleep(0.2)
         pytest.fail(f"request {number} failed 20 times")
 
-    def send(self, numbers: range, during: Callable[[], None] | None = None) -> None:
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No request is in flight, and none starts, until the block ends."""
+        with self._state:
+            self._paused = True
+            if not self._state.wait_for(lambda: self._in_flight == 0, 60):
+                pytest.fail("requests still in flight after 60 s")
+        try:
+            yield
+        finally:
+            with self._state:
+                self._paused = False
+                self._state.notify_all()
+
+    def send(
+        self, numbers: range, during: Callable[[], None] | None = None, after: float = 0.25
+    ) -> None:
+        """The requests, six at a time; `during` runs once the share `after` of them is done."""
         with ThreadPoolExecutor(max_workers=6) as pool:
             futures = [pool.submit(self._one, n) for n in numbers]
             if during is not None:
                 # Part of the phase is already on its way when the disruption happens.
-                while sum(f.done() for f in futures) < len(futures) // 4:
-                    time.sleep(0.05)
+                while sum(f.done() for f in futures) < int(len(futures) * after):
+                    time.sleep(0.01)
                 during()
             for future in futures:
                 future.result()
@@ -309,12 +343,15 @@ def rotate_by_rename() -> None:
     )
 
 
-def rotate_by_copytruncate() -> None:
+def rotate_by_copytruncate(requests: Requests) -> None:
     # copytruncate loses lines written between the copy and the truncate that
     # the agent had not read (fluentd's in_tail has the same window), so the
-    # writer is idle and the agent has read everything when it happens.
-    wait_until(agent_caught_up, "the agent to reach the end of the access log", 120)
-    docker("exec", LAMP, "sh", "-c", f"cp {ACCESS_LOG} {ACCESS_LOG}.copy && : > {ACCESS_LOG}")
+    # writer pauses and the agent has read everything when it happens. Then
+    # the writer goes on at once, as a busy server does: the file can be
+    # longer than the agent's position again before the agent next looks.
+    with requests.paused():
+        wait_until(agent_caught_up, "the agent to reach the end of the access log", 120)
+        docker("exec", LAMP, "sh", "-c", f"cp {ACCESS_LOG} {ACCESS_LOG}.copy && : > {ACCESS_LOG}")
 
 
 # What each phase of the stream goes through, in order.
@@ -322,7 +359,7 @@ PHASE_NAMES = (
     "the collector SIGKILLed during it",
     "after the LAMP container's restart",
     "the access log renamed during it",
-    "after the copytruncate",
+    "the access log copytruncated early in it",
     "the agent SIGKILLed during it",
     "S3 away",
     "S3 away",
@@ -354,19 +391,19 @@ def stream() -> Requests:
     requests = Requests()
     phases = iter(range(PHASES))
 
-    def send(during: Callable[[], None] | None = None) -> None:
+    def send(during: Callable[[], None] | None = None, after: float = 0.25) -> None:
         phase = next(phases)
         mark(f"phase {phase} begins")
         start = phase * PHASE_REQUESTS
-        requests.send(range(start, start + PHASE_REQUESTS), during)
+        requests.send(range(start, start + PHASE_REQUESTS), during, after)
         mark(f"phase {phase} done")
 
     send(marked("collector SIGKILL", kill_and_restart_collector))
     marked("LAMP restart", lambda: (docker("restart", "--time", "10", LAMP), wait_healthy(LAMP)))()
     send()
     send(marked("rename rotation", rotate_by_rename))
-    marked("copytruncate", rotate_by_copytruncate)()
-    send()
+    # Early, so the file holds little: the writer is past its old end at once.
+    send(marked("copytruncate", lambda: rotate_by_copytruncate(requests)), after=0.01)
     send(marked("agent SIGKILL", kill_agent))
     mark("S3 outage begins")
     outage = s3_outage()  # two phases go on while S3 is away
