@@ -232,11 +232,14 @@ class Tail:
         want = max(cfg.batch_bytes - batch.size, cfg.max_line_bytes + 1)
         back = len(watcher.seen)
         try:
-            data = os.pread(watcher.fd, back + want, watcher.offset - back)
+            data = os.pread(watcher.fd, want, watcher.offset)
+            # Read after the data (a truncation in between shows here too),
+            # and apart from it: a slice of the data would copy all of it.
+            before = os.pread(watcher.fd, back, watcher.offset - back) if back else b""
         except OSError as exc:
             log.warning("cannot read %s: %s", watcher.path, exc)
             return 0, True
-        if data[:back] != watcher.seen:
+        if before != watcher.seen:
             log.info(
                 "%s truncated and written again past the position (%d); reading from 0",
                 watcher.path,
@@ -244,7 +247,6 @@ class Tail:
             )
             watcher.rewind()
             return 0, False
-        data = data[back:]
         end = data.rfind(b"\n")
         if end < 0:
             if len(data) <= cfg.max_line_bytes:
