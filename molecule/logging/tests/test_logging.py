@@ -344,11 +344,24 @@ def rotate_by_rename() -> None:
 
 
 def rotate_by_copytruncate(requests: Requests) -> None:
-    # copytruncate loses lines written between the copy and the truncate that
-    # the agent had not read (fluentd's in_tail has the same window), so the
-    # writer pauses and the agent has read everything when it happens. Then
-    # the writer goes on at once, as a busy server does: the file can be
-    # longer than the agent's position again before the agent next looks.
+    """copytruncate twice, twenty requests apart, while the requests go on.
+
+    copytruncate loses lines written between the copy and the truncate that
+    the agent had not read (fluentd's in_tail has the same window), so the
+    writer pauses and the agent has read everything when it happens. Then
+    the writer goes on at once, as a busy server does. The second time the
+    file holds only those twenty lines: it is longer than the agent's old
+    position again within milliseconds, before the agent next looks.
+    """
+    copytruncate_once(requests)
+    done, deadline = len(requests.acknowledged) + 20, time.monotonic() + 60
+    while len(requests.acknowledged) < done:  # closely: the requests take milliseconds
+        assert time.monotonic() < deadline, "no twenty requests within 60 s"
+        time.sleep(0.001)
+    copytruncate_once(requests)
+
+
+def copytruncate_once(requests: Requests) -> None:
     with requests.paused():
         wait_until(agent_caught_up, "the agent to reach the end of the access log", 120)
         docker("exec", LAMP, "sh", "-c", f"cp {ACCESS_LOG} {ACCESS_LOG}.copy && : > {ACCESS_LOG}")
@@ -359,7 +372,7 @@ PHASE_NAMES = (
     "the collector SIGKILLed during it",
     "after the LAMP container's restart",
     "the access log renamed during it",
-    "the access log copytruncated early in it",
+    "the access log copytruncated twice early in it",
     "the agent SIGKILLed during it",
     "S3 away",
     "S3 away",
@@ -402,7 +415,6 @@ def stream() -> Requests:
     marked("LAMP restart", lambda: (docker("restart", "--time", "10", LAMP), wait_healthy(LAMP)))()
     send()
     send(marked("rename rotation", rotate_by_rename))
-    # Early, so the file holds little: the writer is past its old end at once.
     send(marked("copytruncate", lambda: rotate_by_copytruncate(requests)), after=0.01)
     send(marked("agent SIGKILL", kill_agent))
     mark("S3 outage begins")
