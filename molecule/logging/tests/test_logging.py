@@ -56,6 +56,7 @@ S3_OUTAGE = 30.0
 # object per key, and so does this count.
 DELETED_OBJECTS: dict[str, bytes] = {}
 ACCESS_LOG = "/var/log/apache2/access.log"
+POSITIONS = "/var/lib/shipyard/log-agent/apache.access.pos"  # the agent's, for ACCESS_LOG
 # The shared key and TLS guard 24224; clients without them (Docker's log
 # driver, Python's fluent-logger) use the plain listener, fenced by tags and peers.
 PLAIN_PORT = 24225
@@ -252,7 +253,7 @@ def agent_caught_up() -> bool:
         LAMP,
         "sh",
         "-c",
-        f"stat -c '%s %i' {ACCESS_LOG}; cat /var/lib/shipyard/log-agent/apache.access.pos",
+        f"stat -c '%s %i' {ACCESS_LOG}; cat {POSITIONS}",
         check=False,
     )
     lines = proc.stdout.split("\n")
@@ -333,14 +334,32 @@ def bucket_exists() -> bool:
     return True
 
 
+# Rename the access log once the agent follows it (its inode is in the
+# agent's positions; the check and the rename microseconds apart), then make
+# Apache reopen it. The image's own rotation may have just put a new file
+# there: renamed away before the agent opened it, that file would never be
+# read (nor by fluentd's in_tail), and the image's rotation waits for the
+# agent in the same way.
+RENAME_FOLLOWED = """
+import os, signal, sys, time
+log, positions, pid_file = sys.argv[1:]
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    inode = f"{os.stat(log).st_ino:016x}"
+    with open(positions) as lines:
+        if any(line.rstrip("\\n").rsplit("\\t", 1)[-1] == inode for line in lines):
+            os.rename(log, log + ".manual")
+            with open(pid_file) as pid:
+                os.kill(int(pid.read()), signal.SIGUSR1)
+            sys.exit(0)
+    time.sleep(0.01)
+sys.exit(f"the agent did not follow {log} within 60 s")
+"""
+
+
 def rotate_by_rename() -> None:
-    docker(
-        "exec",
-        LAMP,
-        "sh",
-        "-c",
-        f"mv {ACCESS_LOG} {ACCESS_LOG}.manual && kill -USR1 $(cat /run/apache2/apache2.pid)",
-    )
+    pid_file = "/run/apache2/apache2.pid"
+    docker("exec", LAMP, "python3", "-c", RENAME_FOLLOWED, ACCESS_LOG, POSITIONS, pid_file)
 
 
 def rotate_by_copytruncate(requests: Requests) -> None:
@@ -458,7 +477,7 @@ for f in {Path(ACCESS_LOG).name}*; do
   grep -boF -f /tmp/missing-ids "$f" | cut -d: -f1
 done
 echo positions
-cat /var/lib/shipyard/log-agent/apache.access.pos
+cat {POSITIONS}
 """
 
 
