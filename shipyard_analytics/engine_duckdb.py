@@ -19,7 +19,7 @@ import duckdb
 
 from . import sqlfiles
 from .errors import CorruptSliceError
-from .schema import COLUMNS, SORT_KEYS
+from .schema import COLUMNS, SORT_KEYS, TYPES, record_id_sql
 from .sources import SliceFile
 from .warehouse import day_prefix, part_key
 
@@ -89,7 +89,7 @@ def merge_day(
     try:
         con.execute("CREATE TEMP TABLE slice_files (file VARCHAR, host VARCHAR)")
         records = sqlfiles.read("records.duckdb")
-        merge = sqlfiles.read("merge")
+        merge = sqlfiles.merge()
         order = ", ".join(["tag", *SORT_KEYS])
         created = False
         for group in groups:
@@ -158,8 +158,8 @@ def run_reports(
     try:
         files = sqlfiles.literal(str(root / day_prefix(day) / "*" / "*.parquet"))
         con.execute(
-            "CREATE TEMP VIEW logs AS SELECT * FROM "  # noqa: S608
-            f"read_parquet({files}, hive_partitioning = true)"
+            f"CREATE TEMP VIEW logs AS SELECT *, {record_id_sql(TYPES[ENGINE]['string'])} "  # noqa: S608
+            f"AS record_id FROM read_parquet({files}, hive_partitioning = true)"
         )
         con.execute(
             "CREATE TEMP VIEW access_log AS SELECT * FROM logs "  # noqa: S608
