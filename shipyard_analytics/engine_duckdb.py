@@ -26,7 +26,12 @@ from .warehouse import day_prefix, part_key
 ENGINE = "duckdb"
 # Lines longer than this are refused as corrupt; the collector's own frames are smaller.
 MAX_LINE_BYTES = 16 * 1024 * 1024
-PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 9, ROW_GROUP_SIZE 131072"
+# Row groups of 2^19 rows: each carries its own dictionaries, and at 131072
+# rows (DuckDB's default) those repeats were a tenth of the file; 2^20 saves
+# 2% more but doubles what each writer thread holds against memory_limit. A
+# day of 10M records has about 20 row groups, an hour or so each, to prune
+# by time.
+PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 9, ROW_GROUP_SIZE 524288"
 
 Fetch = Callable[[list[SliceFile]], list[tuple[SliceFile, Path]]]
 
