@@ -68,8 +68,9 @@ PARTITION_KEYS: tuple[Column, ...] = (
     Column("dt", "string", None, "the UTC day, YYYY-MM-DD"),
     Column("tag", "string", None, "the fluentd tag, Hive-escaped in the path"),
 )
-# `<chunk>-<index>`, the index a canonical decimal that fits an int; anything else is kept whole.
-RECORD_ID_PATTERN = "^(.*)-(0|[1-9][0-9]{0,8})$"
+# What follows the last '-' of `<chunk>-<index>`: a canonical decimal that
+# fits an int. An id that ends otherwise is kept whole.
+RECORD_INDEX_PATTERN = "^(0|[1-9][0-9]{0,8})$"
 # Record keys that columns hold, plus the agent's host key, which `host` already says.
 COVERED_KEYS: tuple[str, ...] = (
     *dict.fromkeys(c.key for c in COLUMNS if c.key is not None),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from .schema import RECORD_ID_PATTERN
+from .schema import RECORD_INDEX_PATTERN
 
 # Report name -> file under sql/reports/, in the order they are shown.
 REPORTS = ("hits_per_path", "codes_per_hour", "top_clients", "response_size", "slowest_paths")
@@ -16,8 +16,8 @@ def read(name: str) -> str:
 
 
 def merge() -> str:
-    """sql/merge.sql, with the record id's pattern from the schema."""
-    return read("merge").replace("RECORD_ID_PATTERN", literal(RECORD_ID_PATTERN))
+    """sql/merge.sql, with the record index's pattern from the schema."""
+    return read("merge").replace("RECORD_INDEX_PATTERN", literal(RECORD_INDEX_PATTERN))
 
 
 def report(name: str) -> str:
