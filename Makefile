@@ -31,16 +31,21 @@ export SHIPYARD_RESULTS_LOG ?= $(LOGS)/results.jsonl
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# --no-compile: pip would byte-compile every module it installs (ansible's
+# collections are most of them), half of a first install's time; Python
+# compiles the few a run imports when it first imports them.
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --no-compile --disable-pip-version-check
+
 $(STAMP): requirements.txt pyproject.toml VERSION
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps --editable .
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) -r requirements.txt
+	$(PIP_INSTALL) --no-deps --editable .
 	rm -f $(VENV)/.installed-[0-9a-f]*
 	touch $@
 
 $(TEST_STAMP): $(STAMP) requirements-test.txt
-	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+	$(PIP_INSTALL) -r requirements-test.txt
 	rm -f $(VENV)/.installed-test-*
 	touch $@
 

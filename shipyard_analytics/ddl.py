@@ -4,13 +4,19 @@ Both read the Parquet files where the job writes them: Athena with Hive DDL
 (`CREATE EXTERNAL TABLE ... PARTITIONED BY ... LOCATION`), Trino's Hive
 connector with `CREATE TABLE ... WITH (external_location, partitioned_by)`.
 New days are found by `MSCK REPAIR TABLE` (Athena) or
-`system.sync_partition_metadata` (Trino), printed after the statement.
+`system.sync_partition_metadata` (Trino), printed after the statements.
+
+The table stores the collector's record id split in two columns (schema.py);
+a view over it, `logs_with_record_id`, adds the id back as `record_id`. Both
+engines run views in Trino's SQL.
 """
 
 from __future__ import annotations
 
 from .s3 import split_uri
-from .schema import COLUMNS, PARTITION_KEYS, TABLE, TYPES
+from .schema import COLUMNS, PARTITION_KEYS, TABLE, TYPES, record_id_sql
+
+VIEW = f"{TABLE}_with_record_id"
 
 
 def _location(warehouse: str) -> str:
@@ -61,9 +67,20 @@ def trino(warehouse: str, schema: str) -> str:
     )
 
 
+def record_id_view(schema: str) -> str:
+    """The table with the collector's record id put back together, for Athena and Trino alike."""
+    return (
+        f'CREATE OR REPLACE VIEW "{schema}"."{VIEW}" AS\n'
+        f"SELECT *, {record_id_sql(TYPES['trino']['string'])} AS record_id\n"
+        f'FROM "{schema}"."{TABLE}"'
+    )
+
+
 def table_ddl(dialect: str, warehouse: str, schema: str) -> str:
     after = "-- then, after each merge: "
+    view = record_id_view(schema)
     if dialect == "athena":
-        return f"{athena(warehouse, schema)};\n{after}MSCK REPAIR TABLE `{schema}`.`{TABLE}`;"
+        table = athena(warehouse, schema)
+        return f"{table};\n{view};\n{after}MSCK REPAIR TABLE `{schema}`.`{TABLE}`;"
     sync = f"CALL system.sync_partition_metadata('{schema}', '{TABLE}', 'ADD');"
-    return f"{trino(warehouse, schema)};\n{after}{sync}"
+    return f"{trino(warehouse, schema)};\n{view};\n{after}{sync}"

@@ -27,11 +27,23 @@ COLUMNS: tuple[Column, ...] = (
         "time", "timestamp", None, "event time, UTC, whole seconds (the slice line's first field)"
     ),
     Column("host", "string", None, "the host the collector sliced the record under"),
+    # The collector's `_record_id` is `<chunk id>-<index in the frame>`: stored
+    # whole, a unique string per row is the table's largest column; split, the
+    # chunk repeats (dictionary-encoded) and the index is a small int. An id
+    # of another shape stays whole in record_chunk, with record_index NULL, so
+    # record_id_sql() gives back every id exactly.
     Column(
-        "record_id",
+        "record_chunk",
         "string",
         RECORD_ID_KEY,
-        "the collector's record identity, NULL for at-most-once records",
+        "the collector's record identity up to its last '-<index>' (the chunk id), or the "
+        "whole id when it ends otherwise; NULL for at-most-once records",
+    ),
+    Column(
+        "record_index",
+        "int",
+        RECORD_ID_KEY,
+        "the record's index in its chunk, NULL when the id does not end in '-<index>'",
     ),
     Column("client", "string", "host", "apache2: the client address (%h)"),
     Column("remote_user", "string", "user", "apache2: the authenticated user (%u)"),
@@ -56,14 +68,17 @@ PARTITION_KEYS: tuple[Column, ...] = (
     Column("dt", "string", None, "the UTC day, YYYY-MM-DD"),
     Column("tag", "string", None, "the fluentd tag, Hive-escaped in the path"),
 )
+# What follows the last '-' of `<chunk>-<index>`: a canonical decimal that
+# fits an int. An id that ends otherwise is kept whole.
+RECORD_INDEX_PATTERN = "^(0|[1-9][0-9]{0,8})$"
 # Record keys that columns hold, plus the agent's host key, which `host` already says.
 COVERED_KEYS: tuple[str, ...] = (
-    *(c.key for c in COLUMNS if c.key is not None),
+    *dict.fromkeys(c.key for c in COLUMNS if c.key is not None),
     "source_host",
 )
 # Rows are sorted by time; the rest only makes the order total, so that the
 # same input gives the same bytes (`tie` is a hash of the record's text).
-SORT_KEYS: tuple[str, ...] = ("time", "host", "record_id", "tie")
+SORT_KEYS: tuple[str, ...] = ("time", "host", "record_chunk", "record_index", "tie")
 ACCESS_TAG = "apache.access"
 
 TYPES: dict[str, dict[str, str]] = {
@@ -86,3 +101,11 @@ TYPES: dict[str, dict[str, str]] = {
 
 def column_names() -> list[str]:
     return [c.name for c in COLUMNS]
+
+
+def record_id_sql(string_type: str) -> str:
+    """The collector's record id from the split columns, in SQL DuckDB, Spark and Trino share."""
+    return (
+        "CASE WHEN record_index IS NULL THEN record_chunk "
+        f"ELSE concat(record_chunk, '-', CAST(record_index AS {string_type})) END"
+    )

@@ -24,7 +24,7 @@ from typing import Any
 
 from shipyard_analytics import sqlfiles
 from shipyard_analytics.errors import CorruptSliceError, JobError
-from shipyard_analytics.schema import COLUMNS, SORT_KEYS
+from shipyard_analytics.schema import COLUMNS, SORT_KEYS, TYPES, record_id_sql
 from shipyard_analytics.sources import SliceFile
 from shipyard_analytics.warehouse import part_key
 
@@ -110,7 +110,7 @@ def merge_day(
         if bad:
             raise CorruptSliceError(_explain(files, bad[0]["file"]))
         spark.sql(sqlfiles.read("records.spark")).createOrReplaceTempView("records")
-        merged = spark.sql(sqlfiles.read("merge")).persist()
+        merged = spark.sql(sqlfiles.merge()).persist()
         tags = sorted(r["tag"] for r in merged.select("tag").distinct().collect())
         span = merged.agg(F.min("time"), F.max("time")).first()
         if span[0].date() != day or span[1].date() != day:
@@ -159,7 +159,10 @@ def _explain(files: dict[str, tuple[SliceFile, Path]], name: str) -> str:
 
 def run_reports(root: Path, day: Any, tag: str, master: str) -> dict[str, dict[str, Any]]:  # noqa: ANN401
     spark = session(master)
-    spark.read.parquet(_uri(root / "logs")).createOrReplaceTempView("logs")
+    spark.read.parquet(_uri(root / "logs")).createOrReplaceTempView("stored_logs")
+    spark.sql(
+        f"SELECT *, {record_id_sql(TYPES[ENGINE]['string'])} AS record_id FROM stored_logs"  # noqa: S608
+    ).createOrReplaceTempView("logs")
     spark.sql("SELECT * FROM logs").where(
         f"dt = {sqlfiles.literal(day.isoformat())} AND tag = {sqlfiles.literal(tag)}"
     ).createOrReplaceTempView("access_log")

@@ -275,3 +275,41 @@ def test_a_malformed_manifest_fails_naming_its_file_and_key(
     assert run.rc != 0
     assert run.changed == 0
     assert any(message in m for m in run.messages), run.messages
+
+
+# The stage writes a token no second run of it could repeat; its sleep makes
+# builds started together overlap in it.
+SHARED_STAGE = """\
+ARG BASE_IMAGE=debian:trixie-slim
+FROM ${BASE_IMAGE} AS common
+RUN sleep 3; od -An -N8 -tx8 /dev/urandom > /stage-token
+
+FROM common
+"""
+
+
+def test_the_stage_every_image_begins_with_is_built_once(base_image: str, tmp_path: Path) -> None:
+    context = tmp_path / "images"
+    names = []
+    for folder in ("one", "two", "three"):
+        (context / folder).mkdir(parents=True)
+        (context / folder / "Dockerfile").write_text(f"{SHARED_STAGE}LABEL folder={folder}\n")
+        name = f"shipyard-test/stage-{folder}-{uuid.uuid4().hex[:6]}"
+        (context / folder / "image.yml").write_text(f"name: {name}\ntags: [edge]\n")
+        names.append(name)
+    (tmp_path / "build.yml").write_text(MANIFESTS_PLAYBOOK)
+    try:
+        run = build_manifests(tmp_path, base_image, container_image_shared_stage="common")
+        assert run.rc == 0, run.raw[-3000:]
+        tokens = {docker("run", "--rm", f"{name}:edge", "cat", "/stage-token") for name in names}
+        # The stage ran once and every image reuses its layer. Without the
+        # stage built first, the parallel builds each run it: 2 or 3 tokens.
+        assert len(tokens) == 1, tokens
+    finally:
+        for name in names:
+            for tag in (
+                "edge",
+                "latest",
+                (Path(__file__).parents[1] / "VERSION").read_text().strip(),
+            ):
+                docker("image", "rm", "--force", f"{name}:{tag}", check=False)

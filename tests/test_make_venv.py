@@ -21,6 +21,14 @@ FILES = (
 )
 
 
+def install_line(plan: str, requirements: str) -> int:
+    """The line of PLAN that pip-installs REQUIREMENTS, or -1."""
+    for number, line in enumerate(plan.splitlines()):
+        if " -m pip install " in line and f" -r {requirements} " in f"{line} ":
+            return number
+    return -1
+
+
 def planned(workdir: Path, target: str) -> str:
     """What `make -n TARGET` would run in a checkout without .venv."""
     proc = subprocess.run(
@@ -41,15 +49,25 @@ def checkout(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("target", ["up", "down", "report", "backup", "venv-stack", "test-host"])
 def test_the_stack_targets_install_the_stack_tools_alone(checkout: Path, target: str) -> None:
     plan = planned(checkout, target)
-    assert "pip install --quiet -r requirements.txt" in plan
+    assert install_line(plan, "requirements.txt") >= 0
     assert "requirements-test.txt" not in plan
 
 
 @pytest.mark.parametrize("target", ["lint", "pytest", "molecule", "scan", "venv"])
 def test_the_test_targets_add_the_test_tools(checkout: Path, target: str) -> None:
     plan = planned(checkout, target)
-    stack = plan.index("pip install --quiet -r requirements.txt")
-    assert plan.index("pip install --quiet -r requirements-test.txt") > stack
+    stack = install_line(plan, "requirements.txt")
+    assert stack >= 0
+    assert install_line(plan, "requirements-test.txt") > stack
+
+
+def test_pip_does_not_byte_compile_what_it_installs(checkout: Path) -> None:
+    # Compiling every installed module was half of a first install; Python
+    # compiles what a run imports on first import instead.
+    plan = planned(checkout, "venv").splitlines()
+    installs = [line for line in plan if " -m pip install " in line]
+    assert len(installs) >= 3
+    assert all("--no-compile" in line.split() for line in installs), installs
 
 
 def pins(name: str) -> set[str]:

@@ -1,7 +1,8 @@
 -- The day's lines as typed rows, on DuckDB.
 -- In:  lines(file, time, tag, record) -- one slice line split at its two tabs
 --      slice_files(file, host)        -- the host each slice file is named after
--- Out: records: tag, then schema.COLUMNS in order, then tie (a hash of the record's text).
+-- Out: records: tag, time, host, record_id (the whole `_record_id`, which merge.sql splits),
+--      the other schema.COLUMNS in order, then tie (a hash of the record's text).
 -- json_transform parses each record once; a value of another type than its
 -- column's reads as NULL. `record` keeps the JSON only when it has keys that
 -- no column covers (schema.COVERED_KEYS).

@@ -1,6 +1,7 @@
 -- The day's lines as typed rows, on Spark SQL: records.duckdb.sql in Spark's functions.
 -- In:  lines(file, time, tag, record), slice_files(file, host)
--- Out: records: tag, then schema.COLUMNS in order, then tie (a hash of the record's text).
+-- Out: records: tag, time, host, record_id (the whole `_record_id`, which merge.sql splits),
+--      the other schema.COLUMNS in order, then tie (a hash of the record's text).
 SELECT
     lines.tag,
     CAST(lines.time AS TIMESTAMP) AS time,

@@ -6,7 +6,7 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from shipyard_analytics.ddl import athena, table_ddl, trino
+from shipyard_analytics.ddl import VIEW, athena, table_ddl, trino
 from shipyard_analytics.schema import COLUMNS, PARTITION_KEYS, TYPES
 
 WAREHOUSE = "s3://shipyard-logs/warehouse/"
@@ -55,4 +55,14 @@ def test_the_cli_prints_a_statement_and_what_to_run_after_a_merge() -> None:
         text.splitlines()[-1] == "-- then, after each merge: MSCK REPAIR TABLE `shipyard`.`logs`;"
     )
     parsed = [e for e in sqlglot.parse(text, read="athena") if not isinstance(e, exp.Semicolon)]
-    assert len(parsed) == 1 and isinstance(parsed[0], exp.Create)
+    assert [(type(e), e.kind) for e in parsed] == [(exp.Create, "TABLE"), (exp.Create, "VIEW")]
+
+
+@pytest.mark.parametrize("dialect", ["athena", "trino"])
+def test_the_view_gives_the_record_id_back(dialect: str) -> None:
+    statements = sqlglot.parse(table_ddl(dialect, WAREHOUSE, "shipyard"), read=dialect)
+    view = next(e for e in statements if isinstance(e, exp.Create) and e.kind == "VIEW")
+    assert view.this.name == VIEW and view.this.db == "shipyard"
+    select = view.expression
+    assert select.args["from_"].this.name == "logs"
+    assert [e.alias_or_name for e in select.expressions] == ["*", "record_id"]
