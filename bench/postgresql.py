@@ -30,6 +30,12 @@ ready, the log agent included); "clean restarts" counts warm
 starts whose server log says "database system was shut down at" and shows
 no recovery.
 
+Where shipyard's warm start and stop go, from the supervisor's own log lines
+(`docker logs --timestamps`, read after the run): from `docker start` to
+shipyard-init's first line (tini, the entrypoint, the supervisor's start),
+each one-shot, the server from its start to its readiness, and on `docker
+stop` each service from its signal to its exit. Medians, milliseconds.
+
 Goals: first start <= 0.9x naive, warm start <= 1.0x, stop <= 1.2x.
 
 Usage: bench/postgresql.py [--runs 5] [--build] [--base-image IMAGE]
@@ -40,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import struct
@@ -48,6 +55,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from benchlib import (
@@ -82,6 +90,9 @@ class Image:
     codes: list[int] = field(default_factory=list)
     clean: list[bool] = field(default_factory=list)
     size_mb: float = 0.0
+    # Phase -> seconds, one list per phase (shipyard only).
+    warm_phases: dict[str, list[float]] = field(default_factory=dict)
+    stop_phases: dict[str, list[float]] = field(default_factory=dict)
 
 
 IMAGES = (
@@ -145,11 +156,47 @@ def wait_ready(
     return ready, cpu, supervisor_ready(container, began_wall)
 
 
-def stop(image: Image, container: str) -> None:
-    began = time.monotonic()
+def stop(image: Image, container: str) -> float:
+    """`docker stop`; the wall-clock time it was asked, for the phases."""
+    began, began_wall = time.monotonic(), time.time()
     sh("docker", "stop", container, timeout=60)
     image.stops.append(time.monotonic() - began)
     image.codes.append(int(inspect(container)["State"]["ExitCode"]))
+    return began_wall
+
+
+STEP = re.compile(
+    r"shipyard-init \| (?:one-shot (\S+) completed|(\S+) is ready|(\S+) stopped after)"
+)
+
+
+def supervisor_lines(container: str, since: float) -> list[tuple[float, str]]:
+    """(wall time, text) of shipyard-init's lines since `since`."""
+    out = sh("docker", "logs", "--timestamps", "--since", f"{since:.3f}", container)
+    lines = []
+    for line in (out.stdout + out.stderr).splitlines():
+        stamp, _, text = line.partition(" ")
+        if text.startswith("shipyard-init | "):
+            when = datetime.fromisoformat(stamp[:26] + "+00:00").timestamp()
+            lines.append((when, text))
+    return sorted(lines)
+
+
+def add_phases(into: dict[str, list[float]], began: float, lines: list[tuple[float, str]]) -> None:
+    """Each step's seconds since the step before it, the first since `began`."""
+    previous = began
+    for index, (when, text) in enumerate(lines):
+        if index == 0:
+            into.setdefault("until shipyard-init's first line", []).append(when - previous)
+            previous = when
+            continue
+        match = STEP.search(text)
+        if match is None:
+            continue
+        oneshot, ready, stopped = match.groups()
+        key = f"one-shot {oneshot}" if oneshot else f"{ready} ready" if ready else f"{stopped} stop"
+        into.setdefault(key, []).append(when - previous)
+        previous = when
 
 
 def clean_restart(container: str) -> bool:
@@ -196,7 +243,11 @@ def cycle(image: Image, initdb: str) -> None:
         if supervisor is not None:
             image.warm_supervisor.append(supervisor)
             image.clean.append(clean_restart(name))
-        stop(image, name)
+        stopped_wall = stop(image, name)
+        if image.supervised:
+            lines = supervisor_lines(name, began_wall)
+            add_phases(image.warm_phases, began_wall, [x for x in lines if x[0] < stopped_wall])
+            add_phases(image.stop_phases, stopped_wall, [x for x in lines if x[0] >= stopped_wall])
     finally:
         sh("docker", "rm", "--force", "--volumes", name, check=False)
 
@@ -237,6 +288,15 @@ def print_table(runs: int, base_image: str) -> None:
     print(f"| docker stop exit codes | {codes[0]} | {codes[1]} | | |")
     print(f"| clean restarts | {sum(shipyard.clean)}/{len(shipyard.clean)} | | | |")
     print(f"| image size (MB) | {shipyard.size_mb:.0f} | {naive.size_mb:.0f} | | |")
+    for title, phases in (
+        ("warm start", shipyard.warm_phases),
+        ("docker stop", shipyard.stop_phases),
+    ):
+        print(f"\nshipyard's {title}, step by step (medians, ms, each since the one before)\n")
+        print("| step | ms |")
+        print("|---|---:|")
+        for step, values in phases.items():
+            print(f"| {step} | {statistics.median(values) * 1000:.0f} |")
     print()
     for verdict in verdicts:
         print(f"Goal {verdict}")

@@ -189,14 +189,24 @@ class InitRunner:
         tini: bool = False,
         env: dict[str, str] | None = None,
         prefix: tuple[str, ...] = (),
+        config_from_env: bool = False,
     ) -> None:
-        """Start the supervisor; `args` follow its options (run -- ...), `prefix` precedes it."""
-        argv = [*prefix, *self.argv(*args)]
+        """Start the supervisor; `args` follow its options (run -- ...), `prefix` precedes it.
+
+        `config_from_env`: no --config, the file named by SHIPYARD_INIT_CONFIG
+        instead, as the images' entrypoints call it (`shipyard-init run -- ARGS`).
+        """
+        env = dict(env or {})
+        if config_from_env:
+            env["SHIPYARD_INIT_CONFIG"] = str(self.config_path)
+            argv = [*prefix, INIT_PYTHON, str(INIT), *args]
+        else:
+            argv = [*prefix, *self.argv(*args)]
         if tini:
             argv = [TINI, "-s", "--", *argv]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=err, env={**self.env, **(env or {})}, cwd=self.dir
+                argv, stdout=out, stderr=err, env={**self.env, **env}, cwd=self.dir
             )
 
     @property

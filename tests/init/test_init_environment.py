@@ -145,3 +145,23 @@ def test_run_without_arguments_supervises(init: InitRunner, words: list[str]) ->
     init.start(*words)
     init.wait_running()
     assert arguments(server) == []
+
+
+@pytest.mark.parametrize("words", [["run", "--", "-c", "x=1"], ["run"], []])
+def test_the_entrypoints_call_parses_nothing_and_imports_no_argparse(
+    init: InitRunner, words: list[str]
+) -> None:
+    """Every container start calls `shipyard-init run -- ARGS`; it waits for the supervisor."""
+    server = init.dir / "server.env"
+    init.write_config([taker(init, "server", server, pass_arguments=True)])
+    init.start(*words, config_from_env=True, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    init.wait_running()
+    assert arguments(server) == words[2:]
+    # The supervisor's own import log; its services' lines carry their prefix.
+    imported = [
+        line.rsplit("|", 1)[1].strip()
+        for line in init.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
+    assert "asyncio" in imported, init.diagnostics()
+    assert "argparse" not in imported

@@ -188,10 +188,12 @@ shipyard_become() {
 shipyard_nss_wrap() {
 	local user="$1" home="$2" uid gid lib dir
 	uid="$EUID"
-	gid="$(id -g)"
+	# Root first: every start as root (most of them) comes this way, and
+	# asks nothing of another process.
 	if [ "$uid" = 0 ] || getent passwd "$uid" >/dev/null; then
 		return 0
 	fi
+	gid="$(id -g)"
 	lib="$(compgen -G '/usr/lib/*/libnss_wrapper.so' | head -n 1 || true)"
 	if [ -z "$lib" ]; then
 		shipyard_warn "uid $uid has no name, and libnss_wrapper is missing; logins by peer credentials will fail"

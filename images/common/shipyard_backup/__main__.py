@@ -1,6 +1,8 @@
 """shipyard-backup VERB: the backup service and the steps Ansible runs in the containers.
 
-    prepare              write the engine's backup configuration (a one-shot, every start)
+    start                prepare, then bootstrap: the image's one-shot before the server,
+                         every start, in one process
+    prepare              write the engine's backup configuration
     bootstrap            on an empty data directory with `restore` set: restore first
     schedule             the supervised service: scheduled backups, archiving, health
     check-settings       try the bucket and the credentials; say which setting is wrong
@@ -61,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipyard-backup", description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="settings file (default $SHIPYARD_BACKUP_CONFIG)")
     verbs = parser.add_subparsers(dest="verb", required=True)
-    for name in ("prepare", "bootstrap", "schedule", "check-settings", "list"):
+    for name in ("start", "prepare", "bootstrap", "schedule", "check-settings", "list"):
         verbs.add_parser(name)
     backup = verbs.add_parser("backup")
     backup.add_argument("--type", choices=("full", "differential"), default="differential")
@@ -103,7 +105,7 @@ def _restore(settings: Settings, engine: Engine, args: argparse.Namespace) -> di
 
 # Verbs that need root: they read the mounted secrets and hand files to the
 # database's user. Every other one runs as that user, as the server's peer.
-ROOT_VERBS = ("prepare", "bootstrap", "restore")
+ROOT_VERBS = ("start", "prepare", "bootstrap", "restore")
 ENGINE_USERS = {"postgresql": "postgres", "mariadb": "mysql"}
 
 
@@ -117,41 +119,51 @@ def become_engine_user(settings: Settings) -> None:
     os.environ.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
 
 
+def _bootstrap(settings: Settings, engine: Engine, args: argparse.Namespace) -> object:
+    """On an empty data directory with `restore` set: the restore, instead of the first run.
+
+    Anything else (a warm start, backups without `restore`) is a check of the
+    marker an unfinished restore leaves, and nothing more.
+    """
+    marker = settings.data_dir / RESTORE_MARKER
+    if settings.restore and marker.exists():
+        raise StepError(
+            f"a restore into {settings.data_dir} did not finish (its log is that start's); "
+            "empty the data volume and start again"
+        )
+    if not settings.restore or not engine.data_dir_empty():
+        return None
+    logging.getLogger("shipyard-backup").info(
+        "the data directory is empty and restore = %s: restoring", settings.restore
+    )
+    # A verify point (backup_verify) pins the restore exactly; else `restore` is the target.
+    args.at, args.register = settings.restore, "auto"
+    args.point = os.environ.get("SHIPYARD_BACKUP_RESTORE_POINT") or None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # pgBackRest restores only into an empty directory: it marks its own.
+    if settings.engine == "mariadb":
+        marker.touch()
+    args.mark = True
+    result = _restore(settings, engine, args)
+    marker.unlink(missing_ok=True)
+    return result
+
+
 def dispatch(settings: Settings, args: argparse.Namespace) -> object:
     engine = engines.for_settings(settings)
     verb = args.verb
     if verb not in ROOT_VERBS:
         become_engine_user(settings)
-    if verb == "prepare":
+    if verb in ("start", "prepare"):
         engine.prepare()
+    if verb == "prepare":
         return None
+    if verb in ("start", "bootstrap"):
+        return _bootstrap(settings, engine, args)
     if verb == "schedule":
         from .scheduler import Scheduler
 
         sys.exit(Scheduler(settings).run())
-    if verb == "bootstrap":
-        marker = settings.data_dir / RESTORE_MARKER
-        if settings.restore and marker.exists():
-            raise StepError(
-                f"a restore into {settings.data_dir} did not finish (its log is that start's); "
-                "empty the data volume and start again"
-            )
-        if not settings.restore or not engine.data_dir_empty():
-            return None
-        logging.getLogger("shipyard-backup").info(
-            "the data directory is empty and restore = %s: restoring", settings.restore
-        )
-        # A verify point (backup_verify) pins the restore exactly; else `restore` is the target.
-        args.at, args.register = settings.restore, "auto"
-        args.point = os.environ.get("SHIPYARD_BACKUP_RESTORE_POINT") or None
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        # pgBackRest restores only into an empty directory: it marks its own.
-        if settings.engine == "mariadb":
-            marker.touch()
-        args.mark = True
-        result = _restore(settings, engine, args)
-        marker.unlink(missing_ok=True)
-        return result
     _require(settings)
     if verb == "check-settings":
         settings.secret("s3_access_key_id_file")

@@ -229,6 +229,49 @@ def test_healthcheck_follows_the_supervisor(instance: str) -> None:
     wait_healthy(instance, timeout=120)
 
 
+def test_the_steps_before_the_server_and_the_agent_come_in_order(
+    instance: str, env: dict[str, str]
+) -> None:
+    """Every start waits for the one-shots: the backup ones are one process, and the
+    log agent starts after them, just before the server, so it does not compete with them."""
+    status = json.loads(docker("exec", instance, "cat", "/run/shipyard/init-status.json").stdout)
+    names = [service["name"] for service in status["services"]]
+    assert names == [
+        "prepare",
+        "backup-prepare",
+        "postgres-init",
+        "log-agent",
+        "postgres",
+        "log-rotate",
+        "backup",
+    ]
+    # backup-prepare wrote the archive settings before the server read them.
+    settings = docker("exec", instance, "cat", f"{SOCKET_DIR}/shipyard-backup.conf").stdout
+    assert "archive_mode = off" in settings
+    shown = psql(
+        instance, "SHOW archive_mode", user=env["POSTGRES_USER"], database=env["POSTGRES_DB"]
+    )
+    assert shown.stdout.strip() == "off"
+
+
+def test_an_unfinished_restore_is_refused_before_the_server_starts(
+    run_container: RunContainer,
+) -> None:
+    first = run_container("--env", "POSTGRES_PASSWORD=x", "volume:data:/var/lib/postgresql/data")
+    wait_ready(first)
+    docker("stop", first, timeout=30)
+    volume = f"{first}-data:/var/lib/postgresql/data"
+    marker = "/var/lib/postgresql/data/.shipyard-restore-incomplete"
+    docker("run", "--rm", "--volume", volume, IMAGE, "touch", marker)
+    restore = ("--env", "SHIPYARD_BACKUP_RESTORE=latest")
+    again = run_container("--env", "POSTGRES_PASSWORD=x", *restore, "--volume", volume)
+    assert wait_exited(again) == 1
+    output = logs(again)
+    assert "did not finish" in output
+    assert "one-shot backup-prepare exited with code 1" in output
+    assert "started postgres " not in output
+
+
 def test_tcp_login_needs_the_password(
     instance: str, env: dict[str, str], app: dict[str, str]
 ) -> None:
