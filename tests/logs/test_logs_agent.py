@@ -161,6 +161,41 @@ def test_exactly_once_through_rotation_truncation_and_kills(tmp_path, collector_
     assert "rotated" in agent.output() and "truncated" in agent.output()
 
 
+def test_a_file_copytruncated_and_written_past_the_position_before_a_look_is_read_from_0(
+    tmp_path, collector_factory
+):
+    """The writer goes on at once after copytruncate, as a busy server does.
+
+    By the agent's next look the file is longer than the position again, so
+    its size alone does not show the truncation: the bytes before the
+    position do, since they are other lines now.
+    """
+    collector = collector_factory(time_slice_wait=3600).start()
+    # A long poll: the writer's burst lands well within one of the agent's sleeps.
+    agent = Agent(tmp_path, collector, poll_interval=1.0, refresh_interval=1.0)
+    writer = Writer(agent.logdir / "access.log")
+    agent.start()
+    try:
+        writer.write(200)
+        wait_all(collector, 200)
+        log = agent.logdir / "access.log"
+        shutil.copyfile(log, agent.logdir / "access.log.1")
+        log.open("r+").truncate(0)
+        writer.write(600)  # three times what the agent had read
+        # Lost lines never come: wait a bounded while, then say which are missing.
+        deadline = time.monotonic() + 15
+        while len(shipped_ids(collector)) < writer.next_id and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # a line read twice would land by now
+        ids = shipped_ids(collector)
+    finally:
+        agent.kill()
+    missing = sorted(set(range(writer.next_id)) - set(ids))
+    assert not missing, f"{len(missing)} lines lost, {missing[0]}..{missing[-1]}"
+    assert all(n == 1 for n in ids.values()), "a line arrived twice"
+    assert "truncated" in agent.output()
+
+
 def test_agent_records_and_throughput(tmp_path, collector_factory):
     collector = collector_factory(time_slice_wait=3600).start()
     agent = Agent(tmp_path, collector, batch_lines=2000)

@@ -4,8 +4,9 @@ The LAMP container's access log carries 20,000 requests, each with a unique
 id, in one run through every fault at once: the collector SIGKILLed twice,
 the agent SIGKILLed once, the LAMP container restarted, the access log
 rotated both ways (rename-and-create, by the image's own size-based rotation
-and by hand, and copytruncate), S3 off the network for 30 s, and the bucket deleted
-(its objects kept aside by the test) and recreated by the collector. Every
+and by hand, and copytruncate with the writer going on at once), S3 off the
+network for 30 s, and the bucket deleted (its objects kept aside by the test)
+and recreated by the collector. Every
 request must then appear exactly once in the collector's slice files and in
 the objects uploaded to S3. The rest checks the other sources, interop with
 Docker's fluentd log driver and the fluent-logger package, the daily report,
@@ -15,6 +16,7 @@ the collector's stats, and bad input.
 from __future__ import annotations
 
 import collections
+import contextlib
 import gzip
 import http.client
 import json
@@ -26,7 +28,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from io import BytesIO
@@ -54,6 +56,7 @@ S3_OUTAGE = 30.0
 # object per key, and so does this count.
 DELETED_OBJECTS: dict[str, bytes] = {}
 ACCESS_LOG = "/var/log/apache2/access.log"
+POSITIONS = "/var/lib/shipyard/log-agent/apache.access.pos"  # the agent's, for ACCESS_LOG
 # The shared key and TLS guard 24224; clients without them (Docker's log
 # driver, Python's fluent-logger) use the plain listener, fenced by tags and peers.
 PLAIN_PORT = 24225
@@ -135,11 +138,18 @@ def request_ids(records: Iterable[Record]) -> collections.Counter[str]:
     )
 
 
-def wait_until(predicate: Callable[[], object], what: str, timeout: float) -> None:
+def wait_until(
+    predicate: Callable[[], object],
+    what: str,
+    timeout: float,
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Wait for predicate; on a timeout, fail with what `explain` says is still wrong."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+            detail = f"\n{explain()}" if explain is not None else ""
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}{detail}")
         time.sleep(2)
 
 
@@ -157,7 +167,10 @@ class Requests:
     def __init__(self) -> None:
         self.acknowledged: list[str] = []
         self.attempted: list[str] = []
-        self._lock = threading.Lock()
+        self.acked_at: dict[str, float] = {}  # wall-clock time of each acknowledgement
+        self._state = threading.Condition()  # guards the lists and the two below
+        self._paused = False
+        self._in_flight = 0
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -167,31 +180,62 @@ class Requests:
             self._local.conn = conn
         return conn
 
+    def _get(self, rid: str) -> bool:
+        try:
+            conn = self._connection()
+            conn.request("GET", f"/logtest/{RUN}/{rid}")
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            self._local.conn = None
+            return False
+        return True
+
     def _one(self, number: int) -> None:
         for attempt in range(20):
             rid = f"{number:05d}-{attempt}"
-            with self._lock:
+            with self._state:
+                self._state.wait_for(lambda: not self._paused)
+                self._in_flight += 1
                 self.attempted.append(rid)
+            ok = False
             try:
-                conn = self._connection()
-                conn.request("GET", f"/logtest/{RUN}/{rid}")
-                conn.getresponse().read()
-            except (OSError, http.client.HTTPException):
-                self._local.conn = None
-                time.sleep(0.2)
-                continue
-            with self._lock:
-                self.acknowledged.append(rid)
-            return
+                ok = self._get(rid)
+            finally:
+                with self._state:
+                    self._in_flight -= 1
+                    if ok:
+                        self.acknowledged.append(rid)
+                        self.acked_at[rid] = time.time()
+                    self._state.notify_all()
+            if ok:
+                return
+            time.sleep(0.2)
         pytest.fail(f"request {number} failed 20 times")
 
-    def send(self, numbers: range, during: Callable[[], None] | None = None) -> None:
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No request is in flight, and none starts, until the block ends."""
+        with self._state:
+            self._paused = True
+            if not self._state.wait_for(lambda: self._in_flight == 0, 60):
+                pytest.fail("requests still in flight after 60 s")
+        try:
+            yield
+        finally:
+            with self._state:
+                self._paused = False
+                self._state.notify_all()
+
+    def send(
+        self, numbers: range, during: Callable[[], None] | None = None, after: float = 0.25
+    ) -> None:
+        """The requests, six at a time; `during` runs once the share `after` of them is done."""
         with ThreadPoolExecutor(max_workers=6) as pool:
             futures = [pool.submit(self._one, n) for n in numbers]
             if during is not None:
                 # Part of the phase is already on its way when the disruption happens.
-                while sum(f.done() for f in futures) < len(futures) // 4:
-                    time.sleep(0.05)
+                while sum(f.done() for f in futures) < int(len(futures) * after):
+                    time.sleep(0.01)
                 during()
             for future in futures:
                 future.result()
@@ -209,7 +253,7 @@ def agent_caught_up() -> bool:
         LAMP,
         "sh",
         "-c",
-        f"stat -c '%s %i' {ACCESS_LOG}; cat /var/lib/shipyard/log-agent/apache.access.pos",
+        f"stat -c '%s %i' {ACCESS_LOG}; cat {POSITIONS}",
         check=False,
     )
     lines = proc.stdout.split("\n")
@@ -290,61 +334,236 @@ def bucket_exists() -> bool:
     return True
 
 
+# Rename the access log once the agent follows it (its inode is in the
+# agent's positions; the check and the rename microseconds apart), then make
+# Apache reopen it. The image's own rotation may have just put a new file
+# there: renamed away before the agent opened it, that file would never be
+# read (nor by fluentd's in_tail), and the image's rotation waits for the
+# agent in the same way.
+RENAME_FOLLOWED = """
+import os, signal, sys, time
+log, positions, pid_file = sys.argv[1:]
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    inode = f"{os.stat(log).st_ino:016x}"
+    with open(positions) as lines:
+        if any(line.rstrip("\\n").rsplit("\\t", 1)[-1] == inode for line in lines):
+            os.rename(log, log + ".manual")
+            with open(pid_file) as pid:
+                os.kill(int(pid.read()), signal.SIGUSR1)
+            sys.exit(0)
+    time.sleep(0.01)
+sys.exit(f"the agent did not follow {log} within 60 s")
+"""
+
+
 def rotate_by_rename() -> None:
-    docker(
-        "exec",
-        LAMP,
-        "sh",
-        "-c",
-        f"mv {ACCESS_LOG} {ACCESS_LOG}.manual && kill -USR1 $(cat /run/apache2/apache2.pid)",
-    )
+    pid_file = "/run/apache2/apache2.pid"
+    docker("exec", LAMP, "python3", "-c", RENAME_FOLLOWED, ACCESS_LOG, POSITIONS, pid_file)
 
 
-def rotate_by_copytruncate() -> None:
-    # copytruncate loses lines written between the copy and the truncate that
-    # the agent had not read (fluentd's in_tail has the same window), so the
-    # writer is idle and the agent has read everything when it happens.
-    wait_until(agent_caught_up, "the agent to reach the end of the access log", 120)
-    docker("exec", LAMP, "sh", "-c", f"cp {ACCESS_LOG} {ACCESS_LOG}.copy && : > {ACCESS_LOG}")
+def rotate_by_copytruncate(requests: Requests) -> None:
+    """copytruncate twice, twenty requests apart, while the requests go on.
+
+    copytruncate loses lines written between the copy and the truncate that
+    the agent had not read (fluentd's in_tail has the same window), so the
+    writer pauses and the agent has read everything when it happens. Then
+    the writer goes on at once, as a busy server does. The second time the
+    file holds only those twenty lines: it is longer than the agent's old
+    position again within milliseconds, before the agent next looks.
+    """
+    copytruncate_once(requests)
+    done, deadline = len(requests.acknowledged) + 20, time.monotonic() + 60
+    while len(requests.acknowledged) < done:  # closely: the requests take milliseconds
+        assert time.monotonic() < deadline, "no twenty requests within 60 s"
+        time.sleep(0.001)
+    copytruncate_once(requests)
+
+
+def copytruncate_once(requests: Requests) -> None:
+    with requests.paused():
+        wait_until(agent_caught_up, "the agent to reach the end of the access log", 120)
+        docker("exec", LAMP, "sh", "-c", f"cp {ACCESS_LOG} {ACCESS_LOG}.copy && : > {ACCESS_LOG}")
+
+
+# What each phase of the stream goes through, in order.
+PHASE_NAMES = (
+    "the collector SIGKILLed during it",
+    "after the LAMP container's restart",
+    "the access log renamed during it",
+    "the access log copytruncated twice early in it",
+    "the agent SIGKILLed during it",
+    "S3 away",
+    "S3 away",
+    "the bucket deleted during it",
+    "the collector SIGKILLed during it",
+    "the image's own rotation only",
+)
+# (wall-clock time, what happened) during the stream, for a failure to place its ids.
+TIMELINE: list[tuple[float, str]] = []
+
+
+def mark(what: str) -> None:
+    TIMELINE.append((time.time(), what))
+
+
+def marked(what: str, action: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        mark(f"{what} begins")
+        action()
+        mark(f"{what} done")
+
+    return run
 
 
 @pytest.fixture(scope="module")
 def stream() -> Requests:
     """20,000 requests in ten phases, most with their own disruption."""
+    assert len(PHASE_NAMES) == PHASES
     requests = Requests()
-    phases = iter(range(0, PHASES * PHASE_REQUESTS, PHASE_REQUESTS))
+    phases = iter(range(PHASES))
 
-    def numbers() -> range:
-        start = next(phases)
-        return range(start, start + PHASE_REQUESTS)
+    def send(during: Callable[[], None] | None = None, after: float = 0.25) -> None:
+        phase = next(phases)
+        mark(f"phase {phase} begins")
+        start = phase * PHASE_REQUESTS
+        requests.send(range(start, start + PHASE_REQUESTS), during, after)
+        mark(f"phase {phase} done")
 
-    requests.send(numbers(), during=kill_and_restart_collector)
-    docker("restart", "--time", "10", LAMP)
-    wait_healthy(LAMP)
-    requests.send(numbers())
-    requests.send(numbers(), during=rotate_by_rename)
-    rotate_by_copytruncate()
-    requests.send(numbers())
-    requests.send(numbers(), during=kill_agent)
+    send(marked("collector SIGKILL", kill_and_restart_collector))
+    marked("LAMP restart", lambda: (docker("restart", "--time", "10", LAMP), wait_healthy(LAMP)))()
+    send()
+    send(marked("rename rotation", rotate_by_rename))
+    send(marked("copytruncate", lambda: rotate_by_copytruncate(requests)), after=0.01)
+    send(marked("agent SIGKILL", kill_agent))
+    mark("S3 outage begins")
     outage = s3_outage()  # two phases go on while S3 is away
-    requests.send(numbers())
-    requests.send(numbers())
+    send()
+    send()
     outage.join()
-    requests.send(numbers(), during=delete_bucket)
+    mark("S3 outage done")
+    send(marked("bucket deletion", delete_bucket))
     wait_until(bucket_exists, "the collector to create the bucket again", 120)
-    requests.send(numbers(), during=kill_and_restart_collector)
-    requests.send(numbers())  # the image's own rotation runs all along (256K files)
+    send(marked("collector SIGKILL", kill_and_restart_collector))
+    send()  # the image's own rotation runs all along (256K files)
     return requests
 
 
 # ------------------------------------------------------------------ exactly once
 
 
+def phase_of(rid: str) -> int:
+    return int(rid.split("-")[0]) // PHASE_REQUESTS
+
+
+def clock(at: float) -> str:
+    return datetime.fromtimestamp(at).strftime("%H:%M:%S.%f")[:-3]
+
+
+def sample(items: list[str], count: int = 12) -> list[str]:
+    """The first and last few, and some spread evenly between them."""
+    if len(items) <= count:
+        return items
+    step = len(items) / count
+    return sorted({items[0], items[-1], *(items[int(i * step)] for i in range(count))})
+
+
+# Where each id is in the LAMP container's access logs, and where the agent is in them.
+FIND_IDS = f"""
+cat > /tmp/missing-ids
+cd {Path(ACCESS_LOG).parent}
+for f in {Path(ACCESS_LOG).name}*; do
+  echo "file $(stat -c '%n %i %s' "$f")"
+  grep -boF -f /tmp/missing-ids "$f" | cut -d: -f1
+done
+echo positions
+cat {POSITIONS}
+"""
+
+
+def access_log_places(missing: list[str]) -> list[str]:
+    """Each access log file with the missing ids in it: how many, at which bytes."""
+    patterns = "".join(f"/logtest/{RUN}/{rid} \n" for rid in missing)
+    proc = subprocess.run(
+        ["docker", "exec", "-i", LAMP, "sh", "-c", FIND_IDS],
+        input=patterns,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines, offsets, found = [], [], 0
+    header = ""
+
+    def close_file() -> None:
+        if header:
+            where = f", bytes {offsets[0]}-{offsets[-1]}" if offsets else ""
+            lines.append(f"    {header}: {len(offsets)} of them{where}")
+
+    rest = proc.stdout.splitlines()
+    while rest:
+        line = rest.pop(0)
+        if line.startswith("file "):
+            close_file()
+            name, inode, size = line[5:].split()
+            header, offsets = f"{name} (inode {inode}, {size} bytes)", []
+        elif line == "positions":
+            close_file()
+            header = ""
+            lines.append("    the agent's positions (path, offset, inode):")
+            lines += [
+                f"      {path} {int(offset, 16)} {int(inode, 16)}"
+                for path, offset, inode in (p.split("\t") for p in rest if p.count("\t") == 2)
+            ]
+            break
+        elif line.isdigit():
+            offsets.append(int(line))
+            found += 1
+    close_file()
+    if proc.returncode != 0:
+        lines.append(f"    (reading them failed: {proc.stderr.strip()})")
+    return [f"  in the LAMP container's access logs, {found} of {len(missing)}:", *lines]
+
+
+AGENT_EVENTS = re.compile(r"rotat|truncat|gone|resending|collector .*:|unacked")
+
+
+def agent_events() -> list[str]:
+    """What the LAMP container's agent and rotation said about files and collectors."""
+    proc = docker("logs", "--timestamps", LAMP, check=False)
+    said = [ln for ln in (proc.stdout + proc.stderr).splitlines() if AGENT_EVENTS.search(ln)]
+    return ["  the LAMP container's log agent and rotation said (last 60):", *said[-60:]]
+
+
+def explain_missing(requests: Requests, counts: collections.Counter[str], where: str) -> str:
+    """Which acknowledged requests are missing, in which phase, near which event, on which file."""
+    missing = sorted(set(requests.acknowledged) - counts.keys())
+    if not missing:
+        return f"no acknowledged request is missing from {where}"
+    lines = [
+        f"{len(missing)} of {len(set(requests.acknowledged))} acknowledged requests "
+        f"are missing from {where}:"
+    ]
+    for phase, count in sorted(collections.Counter(map(phase_of, missing)).items()):
+        ids = [rid for rid in missing if phase_of(rid) == phase]
+        lines.append(f"  phase {phase} ({PHASE_NAMES[phase]}): {count}, {ids[0]} .. {ids[-1]}")
+    lines.append("  e.g., with the last event before each acknowledgement:")
+    for rid in sample(missing):
+        at = requests.acked_at[rid]
+        when, what = max(((t, w) for t, w in TIMELINE if t <= at), default=(at, "the start"))
+        lines.append(f"    {rid} acknowledged {clock(at)}, {at - when:.2f} s after {what}")
+    lines.append("  the fault run:")
+    lines += [f"    {clock(at)} {what}" for at, what in TIMELINE]
+    lines += access_log_places(missing)
+    lines += agent_events()
+    return "\n".join(lines)
+
+
 def check_exactly_once(counts: collections.Counter[str], requests: Requests, where: str) -> None:
     acknowledged = set(requests.acknowledged)
     assert len(acknowledged) == PHASES * PHASE_REQUESTS
     missing = acknowledged - counts.keys()
-    assert not missing, f"{len(missing)} requests missing from {where}, e.g. {sorted(missing)[:5]}"
+    assert not missing, explain_missing(requests, counts, where)
     twice = {rid: n for rid, n in counts.items() if n > 1}
     assert not twice, f"{len(twice)} requests more than once in {where}: {list(twice.items())[:5]}"
     assert counts.keys() <= set(requests.attempted), f"unknown ids in {where}"
@@ -355,6 +574,7 @@ def test_every_request_is_in_the_slice_files_exactly_once(stream: Requests) -> N
         lambda: set(stream.acknowledged) <= request_ids(local_records()).keys(),
         "every request in the collector's slice files",
         300,
+        lambda: explain_missing(stream, request_ids(local_records()), "the slice files"),
     )
     check_exactly_once(request_ids(local_records()), stream, "the slice files")
 
@@ -365,6 +585,7 @@ def test_every_request_is_in_s3_exactly_once(stream: Requests) -> None:
         lambda: set(stream.acknowledged) <= request_ids(s3_records()).keys(),
         "every request in the uploaded objects",
         240,
+        lambda: explain_missing(stream, request_ids(s3_records()), "S3"),
     )
     check_exactly_once(request_ids(s3_records()), stream, "S3")
     keys = list(s3_objects())

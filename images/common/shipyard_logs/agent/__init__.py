@@ -24,8 +24,9 @@ heartbeat.py).
 
 Rotation: when a path names a new inode (rename and create), the old file is
 read to its end and dropped `rotate_wait` seconds later while the new one is
-read from its start; when a file shrinks below the position (copytruncate), it
-is read again from 0.
+read from its start; a truncated file (copytruncate) is read again from 0,
+whether it is shorter than the position when the agent looks or already
+longer again (the bytes just before the position are no longer the ones read).
 
 The modules follow those seams: `config` (settings and sources), `servers`
 (the collectors' and heartbeats' settings), `positions` (the position files,

@@ -24,6 +24,11 @@ from .positions import Position, read_positions
 
 log = logging.getLogger("shipyard_logs.agent")
 
+# How many of the bytes before its offset a watcher remembers: enough of a
+# line (a time stamp, an address, a request) that other lines written at the
+# same place after a truncation do not repeat them.
+SEEN_BYTES = 64
+
 
 @dataclass
 class Watcher:
@@ -35,10 +40,31 @@ class Watcher:
     fd: int
     rotated_at: float | None = None
     start: int = -1  # the offset it was opened at: committed, as far as anyone knows
+    # The last bytes before `offset`, as they were read. A file truncated and
+    # written past the offset again between two looks (copytruncate under a
+    # busy writer) is no shorter than the offset, but has other bytes there.
+    seen: bytes = b""
 
     def __post_init__(self) -> None:
         if self.start < 0:
             self.start = self.offset
+
+    def remember(self) -> None:
+        """Take `seen` from the file as it is now, for an offset found rather than read to."""
+        back = min(self.offset, SEEN_BYTES)
+        try:
+            self.seen = os.pread(self.fd, back, self.offset - back) if back else b""
+        except OSError:
+            self.seen = b""
+
+    def advance(self, data: bytes, count: int) -> None:
+        """Move past the first `count` bytes of `data`, just read from the offset."""
+        self.offset += count
+        self.seen = (self.seen + data[max(count - SEEN_BYTES, 0) : count])[-SEEN_BYTES:]
+
+    def rewind(self) -> None:
+        """The file was truncated: read it again from its start."""
+        self.offset, self.seen = 0, b""
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -54,7 +80,10 @@ def open_watcher(path: str, offset: int, inode: int | None = None) -> Watcher | 
     if inode is not None and st.st_ino != inode:
         os.close(fd)
         return None
-    return Watcher(path, st.st_ino, min(offset, st.st_size) if inode is None else offset, fd)
+    watcher = Watcher(path, st.st_ino, min(offset, st.st_size) if inode is None else offset, fd)
+    if watcher.offset <= st.st_size:
+        watcher.remember()
+    return watcher
 
 
 def find_inode(directory: str, inode: int) -> str | None:
@@ -125,7 +154,7 @@ class Tail:
                 watcher.rotated_at = time.monotonic()
             elif os.fstat(watcher.fd).st_size < offset:
                 log.info("%s truncated while the agent was down; reading from 0", path)
-                watcher.offset = 0
+                watcher.rewind()
             self.watchers.append(watcher)
 
     def positions(self) -> list[Position]:
@@ -157,7 +186,7 @@ class Tail:
                     st.st_size,
                     watcher.offset,
                 )
-                watcher.offset = 0
+                watcher.rewind()
         if scan:
             for pattern in self.source.paths:
                 for path in sorted(glob.glob(pattern)):  # noqa: PTH207 - patterns are absolute
@@ -201,25 +230,37 @@ class Tail:
         """Read whole lines from one file; the flag says nothing whole is left for now."""
         cfg = self.config
         want = max(cfg.batch_bytes - batch.size, cfg.max_line_bytes + 1)
+        back = len(watcher.seen)
         try:
             data = os.pread(watcher.fd, want, watcher.offset)
+            # Read after the data (a truncation in between shows here too),
+            # and apart from it: a slice of the data would copy all of it.
+            before = os.pread(watcher.fd, back, watcher.offset - back) if back else b""
         except OSError as exc:
             log.warning("cannot read %s: %s", watcher.path, exc)
             return 0, True
+        if before != watcher.seen:
+            log.info(
+                "%s truncated and written again past the position (%d); reading from 0",
+                watcher.path,
+                watcher.offset,
+            )
+            watcher.rewind()
+            return 0, False
         end = data.rfind(b"\n")
         if end < 0:
             if len(data) <= cfg.max_line_bytes:
                 return 0, True  # only the start of a line so far
             # A line without end would stall the file forever: ship it in pieces.
             self._emit(data[: cfg.max_line_bytes], batch)
-            watcher.offset += cfg.max_line_bytes
+            watcher.advance(data, cfg.max_line_bytes)
             return 1, False
         # At most the lines the batch has room for; the last piece is whatever
         # follows them, a partial line or lines for the next batch.
         lines = data.split(b"\n", max(cfg.batch_lines - batch.lines, 0))
         lines.pop()
         count, pos = self._emit_lines(lines, batch)
-        watcher.offset += pos
+        watcher.advance(data, pos)
         return count, pos > end and len(data) < want
 
     def _drain_partial(self, watcher: Watcher, batch: Batch) -> int:
@@ -231,7 +272,7 @@ class Tail:
         if not rest:
             return 0
         self._emit(rest, batch)
-        watcher.offset += len(rest)
+        watcher.advance(rest, len(rest))
         return 1
 
     def _emit(self, raw: bytes, batch: Batch) -> None:
