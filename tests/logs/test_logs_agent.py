@@ -392,6 +392,31 @@ def wait_delivered(fake: FakeCollector, count: int, timeout: float = 40) -> Coun
     )
 
 
+def test_a_stopped_agent_ships_the_lines_it_holds_and_those_written_last(
+    tmp_path, collector_factory
+):
+    # The images stop their agent after the services it tails, so the lines
+    # a server writes as it shuts down are in the files when the agent is
+    # told to stop. They ship then, not at the next start.
+    collector = collector_factory(time_slice_wait=3600).start()
+    agent = Agent(tmp_path, collector, batch_lines=500, flush_interval=3600.0)
+    writer = Writer(agent.logdir / "access.log")
+    agent.start()
+    try:
+        writer.write(600)  # one full batch ships; 100 lines wait for the flush
+        wait_all(collector, 500)
+        writer.write(50)  # the server's last lines, then at once the stop
+        assert agent.stop() == 0, agent.output()
+    finally:
+        agent.stop()
+    ids = shipped_ids(collector)
+    assert set(ids) == set(range(650)), f"missing: {sorted(set(range(650)) - set(ids))[:5]}..."
+    assert set(ids.values()) == {1}
+    positions = (agent.pos_dir / "apache.access.pos").read_text().split("\t")
+    assert int(positions[1], 16) == (agent.logdir / "access.log").stat().st_size
+    assert not (agent.pos_dir / "inflight.msgpack").exists()
+
+
 def test_pipelined_batches_survive_a_dropped_connection_with_their_chunk_ids(tmp_path):
     fake = FakeCollector(ack_delay=0.15, drop_after=6)
     agent = Agent(tmp_path, fake, batch_lines=100, max_inflight=4)  # type: ignore[arg-type]

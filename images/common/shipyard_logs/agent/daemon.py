@@ -41,8 +41,12 @@ class Agent:
         # be committed first, or its lines would be read again under new ids.
         while not self.shipper.settled.is_set() and not self.stop.is_set():
             self.stop.wait(0.05)
-        if not self.stop.is_set():
-            self._tail()
+        last = None
+        try:
+            if not self.stop.is_set():
+                last = self._tail()
+        finally:
+            self.shipper.submit_last(last)
         self.shipper.join()
         self._write_stats()
         for tail in self.tails:
@@ -51,7 +55,8 @@ class Agent:
         log.info("stopped; %d lines shipped", self.shipper.shipped)
         return 1 if self.shipper.crashed else 0
 
-    def _tail(self) -> None:
+    def _tail(self) -> Sent | None:
+        """Tail until stopped; returns the last batch, read once more after the stop."""
         for tail in self.tails:
             tail.restore()
             tail.refresh(scan=True)
@@ -74,6 +79,11 @@ class Agent:
                 self.stop.wait(self.config.poll_interval)
             if self.stats.due():
                 self._write_stats()
+        # The services stopped before the agent: what they wrote last goes
+        # with this batch now rather than at the next start.
+        for tail in self.tails:
+            tail.read(batch)
+        return self._sent(batch) if batch.lines else None
 
     def _write_stats(self) -> None:
         try:

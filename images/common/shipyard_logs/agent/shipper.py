@@ -49,8 +49,9 @@ def new_chunk_id() -> str:
 # file line, (path, offset, inode); files without it hold (path, inode, offset).
 INFLIGHT_FORMAT = 2
 
-# How long a stopping agent still waits for the acks of batches already sent:
-# the images give it 1 s to stop, and whatever is not acked is resent later.
+# How long a stopping agent still sends its last batch and waits for the acks
+# of what it sent: the images give it 1 s to stop, and whatever is not acked
+# by then is resent at the next start.
 STOP_GRACE = 0.5
 
 
@@ -141,18 +142,33 @@ class Handoff:
     def __init__(self) -> None:
         self._ready = threading.Condition()
         self._batch: Sent | None = None
+        self._closed = False
 
     def put(self, sent: Sent, timeout: float) -> bool:
         with self._ready:
-            if not self._ready.wait_for(lambda: self._batch is None, timeout):
+            if not self._ready.wait_for(lambda: self._batch is None or self._closed, timeout):
+                return False
+            if self._closed:
                 return False
             self._batch = sent
             self._ready.notify_all()
             return True
 
     def ready(self, timeout: float) -> bool:
+        """A batch waits; a wait ends early once the handoff is closed."""
         with self._ready:
-            return self._ready.wait_for(lambda: self._batch is not None, timeout)
+            self._ready.wait_for(lambda: self._batch is not None or self._closed, timeout)
+            return self._batch is not None
+
+    def close(self) -> None:
+        """No batch comes after this one: the tailing thread is done."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def drained(self) -> bool:
+        with self._ready:
+            return self._closed and self._batch is None
 
     def take(self) -> Sent:
         with self._ready:
@@ -226,6 +242,17 @@ class Shipper:
                 return True
         return False
 
+    def submit_last(self, sent: Sent | None) -> None:
+        """Hand over the stopping agent's last batch, if the shipper can still take it.
+
+        The services a container runs stop before its agent, so this batch
+        holds their last lines. Whatever is not taken within the grace is
+        read again at the next start: its positions were never committed.
+        """
+        if sent is not None:
+            self.handoff.put(sent, timeout=STOP_GRACE)
+        self.handoff.close()
+
     def join(self) -> None:
         self._thread.join()
         self._heartbeats.join()
@@ -238,7 +265,7 @@ class Shipper:
             while True:
                 if self.stop.is_set():
                     stopping_at = stopping_at or time.monotonic() + STOP_GRACE
-                    if not self._awaiting() or time.monotonic() > stopping_at:
+                    if time.monotonic() > stopping_at or self._done_stopping():
                         break
                 self._step(stopping=stopping_at is not None)
         except Exception:
@@ -253,6 +280,20 @@ class Shipper:
         """Frames sent on a live link and not acked yet."""
         return any(sent.link is not None and sent.waiting for sent in self.pending)
 
+    def _can_send_last(self) -> bool:
+        """Stopping, a last batch goes out only on the live link, behind nothing unsent."""
+        return self.connected and all(sent.link is not None for sent in self.pending)
+
+    def _may_take(self, stopping: bool) -> bool:
+        if len(self.pending) >= self.config.max_inflight:
+            return False
+        return not stopping or (self._can_send_last() and not self.handoff.drained())
+
+    def _done_stopping(self) -> bool:
+        if self._awaiting():
+            return False
+        return self.handoff.drained() or not self._can_send_last()
+
     def _step(self, stopping: bool) -> None:
         for node in self.pool.tick(self.pool.clock()):
             link = self.links.get(node)
@@ -260,7 +301,7 @@ class Shipper:
                 self._fail(link, node.reason, counted=True)
         if not stopping:
             self._dispatch()
-        if not stopping and len(self.pending) < self.config.max_inflight:
+        if self._may_take(stopping):
             # Short waits on either side: new batches and acks both keep coming.
             self._take(wait=0.02 if self.pending else 0.2)
             self._receive(timeout=0.0)
