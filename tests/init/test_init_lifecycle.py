@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from init_harness import InitRunner, free_port, is_alive
+from helpers import free_port
+from init_harness import InitRunner, is_alive
 
 
 def oneshot(init: InitRunner, name: str, *args: object, **keys: object) -> dict[str, object]:

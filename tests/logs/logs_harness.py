@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from helpers import free_port
 from shipyard_logs import forward
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,21 +47,6 @@ def check_config(program: str, path: Path) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (the collector binds both)."""
-    for _ in range(50):
-        with socket.socket() as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def wait_for(

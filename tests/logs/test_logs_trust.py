@@ -20,12 +20,12 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from helpers import free_port
 from logs_harness import (
     Collector,
     ForwardClient,
     apache_line,
     check_config,
-    free_port,
     wait_for,
 )
 from pki import Pki, make_pki

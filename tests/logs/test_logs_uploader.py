@@ -8,13 +8,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 from logs_harness import (
     Collector,
     ForwardClient,
     MotoServer,
     S3Proxy,
     forward,
-    free_port,
     wait_for,
 )
 from shipyard_logs.forward import EventTime
