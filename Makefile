@@ -9,7 +9,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml VERSION | sha256sum | cut -c1-12)
 # The test tools, on top: the targets that run the stack need only STAMP.
 TEST_STAMP := $(VENV)/.installed-test-$(shell cat requirements-test.txt requirements.txt pyproject.toml VERSION | sha256sum | cut -c1-12)
-SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+# Longest first, so that the scenarios run side by side end close together
+# (molecule/run.sh); every other scenario follows them.
+MOLECULE_LONGEST := backup default logging provision
+SCENARIOS ?= $(MOLECULE_LONGEST) $(filter-out $(MOLECULE_LONGEST),$(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))))
 PYTEST_ARGS ?=
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -138,7 +141,14 @@ test-host: $(STAMP) ## Install what make test needs on this machine (as make up 
 scan: $(TEST_STAMP) ## Grep everything the stack wrote for its secrets (needs make up).
 	$(BIN)/pytest $(PYTEST_ARGS) tests/secrets/scan_secrets.py
 
-test: test-host lint vagrant pytest molecule scan ## Install what it needs, lint, vagrant validate, pytest, every molecule scenario, the secret scan.
+# pytest and the molecule scenarios share the engine and nothing else: each
+# has its own containers, networks and names. pytest alone leaves most of the
+# second core idle while it waits on containers and servers, so they run side
+# by side (molecule/run.sh prints each scenario's log whole, once it ends).
+# Both run to the end whatever the other does; make fails if either failed.
+test: test-host lint vagrant ## Install what it needs, lint, vagrant validate, pytest and every molecule scenario side by side, the secret scan.
+	@$(MAKE) --no-print-directory --keep-going -j2 pytest molecule
+	@$(MAKE) --no-print-directory scan
 
 clean: ## Remove .venv and caches (not the dev environment).
 	rm -rf $(VENV) .pytest_cache .ruff_cache
