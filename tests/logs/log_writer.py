@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-# Run as a script, so its own directory (tests/logs) is on sys.path already.
+# Run as a script, so its own directory (tests/logs) is on sys.path already;
+# the tests' path, for the harness's own imports, comes in PYTHONPATH.
 from logs_harness import apache_line
 
 reopen_requested = False

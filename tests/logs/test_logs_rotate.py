@@ -27,8 +27,11 @@ class Writer:
     def __init__(self, path: Path, count: int, rate: int = 0) -> None:
         self.pid_file = path.with_name("writer.pid")
         args = [PYTHON, str(WRITER), str(path), str(self.pid_file), str(count)]
+        # The script imports the harness, and the harness tests/helpers.py:
+        # it gets the path pytest's `pythonpath` gave the tests.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self.proc = subprocess.Popen(
-            [*args, *([str(rate)] if rate else [])], stdout=subprocess.PIPE, text=True
+            [*args, *([str(rate)] if rate else [])], stdout=subprocess.PIPE, text=True, env=env
         )
         wait_for(self.pid_file.exists, 10, "the writer's pid file")
 
