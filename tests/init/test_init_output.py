@@ -57,7 +57,8 @@ def test_chatty_services_keep_lines_whole_and_still_stop_fast(init: InitRunner) 
     init.wait_for(lambda: init.stdout_path.stat().st_size > 8_000_000, "8 MB of output")
     code, elapsed = init.stop()
     assert code == 0
-    assert elapsed < 1.0, init.diagnostics()
+    # Their output does not hold up the stop: neither waits out its stop_timeout.
+    assert elapsed < 2.0, init.diagnostics()
 
     shape = {"aa": re.compile(r"(a{3000}) (\d+)"), "bb": re.compile(r"(b{5000}) (\d+)")}
     last = {"aa": [], "bb": []}
