@@ -963,6 +963,8 @@ class Supervisor:
 
     async def _start_all(self) -> None:
         for runtime in self._runtimes:
+            if self.stopping:
+                return
             if runtime.service.kind == ONESHOT:
                 started = await self._start_oneshot(runtime)
             else:
@@ -1095,13 +1097,13 @@ class Supervisor:
 
     async def _await_ready(self, runtime: Runtime, child: Child) -> None:
         probe = runtime.service.ready
-        while probe is not None:
+        while probe is not None and not self.stopping:
             error = await self._probe_once(runtime.service, probe)
             if error is None:
                 break
             runtime.last_probe_error = error
             await asyncio.sleep(runtime.service.ready_interval)
-        if child is runtime.child and not child.exited.done():
+        if child is runtime.child and not child.exited.done() and not self.stopping:
             runtime.state = "ready"
             runtime.ready.set()
             self._publish()
@@ -1110,11 +1112,15 @@ class Supervisor:
 
     async def _probe_once(self, service: Service, probe: Probe) -> str | None:
         timeout = min(service.start_timeout, PROBE_ATTEMPT_MAX)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the
+        # result of an attempt that finished just as the stop cancelled the
+        # probe, so the cancellation was lost and the stop waited forever.
         try:
-            if probe.kind == "command":
-                error = await asyncio.wait_for(self._command_probe(service, probe), timeout)
-            else:
-                error = await asyncio.wait_for(_network_probe(probe), timeout)
+            async with asyncio.timeout(timeout):
+                if probe.kind == "command":
+                    error = await self._command_probe(service, probe)
+                else:
+                    error = await _network_probe(probe)
         except TimeoutError:
             error = f"no answer within {timeout:g} s"
         # Whatever goes wrong in one attempt (refused, reset, a bad host name)
@@ -1224,8 +1230,11 @@ class Supervisor:
 
     @staticmethod
     async def _wait_exit(child: Child, timeout: float) -> bool:
+        # asyncio.timeout for the reason given in _probe_once: a cancelled
+        # start-up must not go on to the next service.
         try:
-            await asyncio.wait_for(asyncio.shield(child.exited), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(child.exited)
         except TimeoutError:
             return False
         return True

@@ -275,8 +275,11 @@ class Connection:
             # cycle until the garbage collector's next full run; its buffers go now.
             self.decoder.close()
             self.writer.close()
+            # asyncio.timeout, not wait_for, which on Python 3.11 can swallow
+            # the collector's own cancellation at shutdown.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.writer.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self.writer.wait_closed()
 
     def _refused(self, exc: BaseException) -> None:
         """Log why the connection ends; the traceback's frames let go of what they held."""
