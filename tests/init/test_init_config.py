@@ -113,6 +113,12 @@ BAD_CONFIGS = [
         {}, [svc(pass_arguments=1)], ["key 'pass_arguments'", "true or false"], id="args-type"
     ),
     pytest.param({}, [], ["key 'service'", "at least one"], id="no-services"),
+    pytest.param(
+        {}, [svc(profiles="web")], ["service 'a'", "key 'profiles'", "list"], id="profiles-type"
+    ),
+    pytest.param(
+        {}, [svc(profiles=["Web Server"])], ["key 'profiles'", "'Web Server'"], id="profile-name"
+    ),
 ]
 
 
@@ -134,7 +140,13 @@ def test_check_config_rejects_mistakes_naming_the_key(
 def test_check_config_accepts_every_key(init: InitRunner) -> None:
     init.write_config(
         [
-            svc("web", order=20, stop_timeout=2.0, ready={"http": "http://127.0.0.1:8080/"}),
+            svc(
+                "web",
+                order=20,
+                stop_timeout=2.0,
+                ready={"http": "http://127.0.0.1:8080/"},
+                profiles=["web", "all-in-one"],
+            ),
             {
                 "name": "db-init",
                 "type": "oneshot",
@@ -218,3 +230,53 @@ def test_config_path_from_environment(init: InitRunner) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert str(init.config_path) in result.stdout
+
+
+# ------------------------------------------------------------------ profiles
+
+
+def profiled(init: InitRunner) -> None:
+    init.write_config(
+        [
+            svc("prepare", type="oneshot"),
+            svc("db", profiles=["db"], stop_timeout=1.0),
+            svc("web", profiles=["web"], stop_timeout=1.0),
+            svc("agent", stop_timeout=1.0),
+            svc("cache", profiles=["web", "db"], stop_timeout=1.0),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [
+        (None, "prepare, db, web, agent, cache"),
+        ("", "prepare, db, web, agent, cache"),
+        ("web", "prepare, web, agent, cache"),
+        ("db", "prepare, db, agent, cache"),
+        (" db, web ", "prepare, db, web, agent, cache"),
+    ],
+)
+def test_profiles_select_their_services_and_those_of_none(
+    init: InitRunner, selection: str | None, expected: str
+) -> None:
+    profiled(init)
+    init.env.pop("SHIPYARD_INIT_PROFILES", None)
+    if selection is not None:
+        init.env["SHIPYARD_INIT_PROFILES"] = selection
+    result = init.cli("--check-config")
+    assert result.returncode == 0, result.stderr
+    assert f"services: {expected})" in result.stdout
+
+
+def test_an_unknown_profile_is_a_config_error_naming_the_variable(init: InitRunner) -> None:
+    profiled(init)
+    init.env["SHIPYARD_INIT_PROFILES"] = "web,wbe"
+    result = init.cli("--check-config")
+    assert result.returncode == EX_CONFIG
+    assert "SHIPYARD_INIT_PROFILES: unknown profile 'wbe'" in result.stderr
+    assert "profiles: db, web" in result.stderr
+    # And a run starts nothing.
+    init.start()
+    assert init.wait(10) == EX_CONFIG
+    assert init.events("start") == []

@@ -118,6 +118,26 @@ def test_a_stop_never_waits_on_probes_still_running(tmp_path: Path) -> None:
             init.cleanup()
 
 
+def test_a_profile_runs_its_services_and_those_of_none_in_order(init: InitRunner) -> None:
+    init.write_config(
+        [
+            oneshot(init, "prepare", "--exit-after", 0),
+            init.service("db", profiles=["db"], stop_timeout=1.0),
+            init.service("web", profiles=["web"], stop_timeout=1.0),
+            init.service("agent", stop_timeout=1.0),
+        ]
+    )
+    init.start(env={"SHIPYARD_INIT_PROFILES": "web"})
+    init.wait_running()
+    status = init.status_document()
+    assert status is not None
+    assert [service["name"] for service in status["services"]] == ["prepare", "web", "agent"]
+    code, _ = init.stop()
+    assert code == 0, init.diagnostics()
+    assert init.names("start") == ["prepare", "web", "agent"]
+    assert stops(init) == [("agent", "SIGTERM"), ("web", "SIGTERM")]
+
+
 # ------------------------------------------------------------------ readiness
 
 

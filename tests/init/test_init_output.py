@@ -57,8 +57,10 @@ def test_chatty_services_keep_lines_whole_and_still_stop_fast(init: InitRunner) 
     # Both must be well into their output, however the machine's load shares
     # the time between them: a size alone was once reached with bb 42 lines in.
     init.wait_for(
-        lambda: init.stdout_path.stat().st_size > 8_000_000
-        and all(init.stdout.count(f"\n{name} | ") > 200 for name in ("aa", "bb")),
+        lambda: (
+            init.stdout_path.stat().st_size > 8_000_000
+            and all(init.stdout.count(f"\n{name} | ") > 200 for name in ("aa", "bb"))
+        ),
         "8 MB of output, and 200 lines from each service",
         timeout=20.0,
     )

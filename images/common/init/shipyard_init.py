@@ -20,6 +20,9 @@ Usage:
                                             it is ready again
     shipyard-init [--config PATH] --check-config
 
+SHIPYARD_INIT_PROFILES selects the services of some profiles only (the
+service file's `profiles`); unset, every service runs.
+
 Exit codes: 0 after a requested stop; the failing service's code (or
 128+signal) when a one-shot fails or a critical service dies; 1 when a probe
 times out; 126/127 when a command cannot be executed; 78 for config errors.
@@ -57,6 +60,10 @@ DEFAULT_STATUS_FILE = "/run/shipyard/init-status.json"
 # `test -e` on it, a check that costs no interpreter start.
 DEFAULT_READY_FILE = "/run/shipyard/ready"
 DEFAULT_STOP_BUDGET = 9.0
+# Which profiles run (names, separated by commas or spaces): one image, and
+# one service file, in several modes. Unset, every service runs.
+PROFILES_VARIABLE = "SHIPYARD_INIT_PROFILES"
+PROFILE_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -94,6 +101,7 @@ SERVICE_KEYS = frozenset(
         "pass_arguments",
         "secrets",
         "health_file",
+        "profiles",
     }
 )
 LONGRUN_ONLY_KEYS = frozenset({"critical", "ready", "ready_interval", "health_file"})
@@ -252,6 +260,8 @@ class Service:
     pass_arguments: bool = False
     secrets: bool = False
     health_file: str | None = None
+    # Empty: the service runs in every mode; else only when one is selected.
+    profiles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -278,6 +288,27 @@ class Config:
     @property
     def takes_arguments(self) -> bool:
         return any(s.pass_arguments for s in self.services)
+
+    def with_profiles(self, selection: str | None) -> Config:
+        """Only the services of the selected profiles, and those of none.
+
+        `selection` is the value of SHIPYARD_INIT_PROFILES; unset or blank,
+        every service runs. A profile that no service names is a mistake
+        (a typo would silently start nothing of that mode).
+        """
+        chosen = set((selection or "").replace(",", " ").split())
+        if not chosen:
+            return self
+        known = {profile for s in self.services for profile in s.profiles}
+        unknown = sorted(chosen - known)
+        if unknown:
+            names = ", ".join(sorted(known)) or "none"
+            raise ConfigError(
+                f"{PROFILES_VARIABLE}: unknown profile '{unknown[0]}' "
+                f"(the service file's profiles: {names})"
+            )
+        services = tuple(s for s in self.services if not s.profiles or chosen & set(s.profiles))
+        return dataclasses.replace(self, services=services)
 
 
 def _toml_type(value: object) -> str:
@@ -475,6 +506,16 @@ def _service_header(raw: object, index: int) -> tuple[Mapping[str, object], str,
     return raw, name, str(kind)
 
 
+def _parse_profiles(table: _Table) -> tuple[str, ...]:
+    profiles = table.strings("profiles") or ()
+    for profile in profiles:
+        if not PROFILE_RE.fullmatch(profile):
+            raise table.error(
+                "profiles", f"expected names matching [a-z0-9][a-z0-9_-]*, got {profile!r}"
+            )
+    return profiles
+
+
 def _parse_service(raw: object, index: int) -> Service:
     data, name, kind = _service_header(raw, index)
     table = _Table(data, f"service '{name}'", SERVICE_KEYS)
@@ -499,6 +540,7 @@ def _parse_service(raw: object, index: int) -> Service:
         pass_arguments=table.boolean("pass_arguments", False),
         secrets=table.boolean("secrets", False),
         health_file=table.path("health_file"),
+        profiles=_parse_profiles(table),
     )
 
 
@@ -1467,7 +1509,7 @@ def _parse_args(argv: list[str] | None) -> SimpleNamespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config).with_profiles(os.environ.get(PROFILES_VARIABLE))
     except ConfigError as exc:
         log(f"config error: {exc}")
         # Docker reserves health-check exit codes above 1.
