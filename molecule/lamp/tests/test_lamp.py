@@ -24,13 +24,17 @@ container of the same image:
   cleanly and start again; without those tmpfs mounts the start fails,
   naming the path, and a bad server flag fails with MariaDB's own message;
 - no password shows in `docker logs` or in a log file under /var/log;
-  MariaDB's death stops the container with its status.
+  MariaDB's death stops the container with its status;
+- the modes: SHIPYARD_INIT_PROFILES=db runs MariaDB alone and =web Apache
+  and PHP-FPM alone, with no MariaDB variable, serving a page from the
+  other container's MariaDB; an unknown mode stops the start, naming it.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import json
 import subprocess
 import time
 import urllib.request
@@ -338,15 +342,15 @@ def run_once(*args: str) -> subprocess.CompletedProcess:
     return docker("run", "--rm", IMAGE, *args, check=False, timeout=120)
 
 
-def site(tmp_path: Path, user: str, password: str, database: str) -> Path:
-    """A document root whose index.php logs in to MariaDB over TCP as USER."""
+def site(tmp_path: Path, user: str, password: str, database: str, host: str = "127.0.0.1") -> Path:
+    """A document root whose index.php logs in to MariaDB at HOST over TCP as USER."""
     root = tmp_path / "html"
     root.mkdir(mode=0o755)
     encoded = [base64.b64encode(v.encode()).decode() for v in (user, password, database)]
     (root / "index.php").write_text(
         "<?php\n"
         "mysqli_report(MYSQLI_REPORT_ERROR | MYSQLI_REPORT_STRICT);\n"
-        f"$db = new mysqli('127.0.0.1', base64_decode('{encoded[0]}'),"
+        f"$db = new mysqli('{host}', base64_decode('{encoded[0]}'),"
         f" base64_decode('{encoded[1]}'), base64_decode('{encoded[2]}'));\n"
         "echo $db->query('SELECT CURRENT_USER()')->fetch_row()[0], \"\\n\";\n"
     )
@@ -521,3 +525,63 @@ def test_mariadb_dying_stops_the_container_with_its_status(run_container: RunCon
     assert "critical service mariadb was killed by SIGKILL" in output
     # The others were stopped in reverse order, each with its own signal.
     assert output.index("stopping apache") < output.index("stopping php-fpm")
+
+
+# ---------------------------------------------------- modes
+
+
+def supervised(container: str) -> list[str]:
+    """The services the container's supervisor runs, in start order."""
+    status = docker("exec", container, "cat", "/run/shipyard/init-status.json").stdout
+    return [service["name"] for service in json.loads(status)["services"]]
+
+
+def commands(container: str) -> set[str]:
+    rows = docker("top", container, "-eo", "pid,comm").stdout.splitlines()[1:]
+    return {row.split(None, 1)[1].strip() for row in rows if row.strip()}
+
+
+def test_the_web_and_db_modes_split_the_stack_over_two_containers(
+    run_container: RunContainer, tmp_path: Path
+) -> None:
+    password = f"app-{uuid.uuid4().hex}"
+    db = run_container(
+        *("--env", "SHIPYARD_INIT_PROFILES=db", "--env", f"MARIADB_ROOT_PASSWORD=r-{password}"),
+        *("--env", "MARIADB_DATABASE=shop", "--env", "MARIADB_USER=shop"),
+        *("--env", f"MARIADB_PASSWORD={password}"),
+    )
+    wait_ready(db)
+    assert supervised(db) == [
+        "prepare",
+        "backup-prepare",
+        "mariadb-init",
+        "log-agent",
+        "mariadb",
+        "log-rotate",
+        "backup",
+    ]
+    assert "mariadbd" in commands(db)
+    assert not {"apache2", "php-fpm8.4", "php-fpm"} & commands(db)
+
+    # No MariaDB variable at all: the web mode reads no password.
+    web = run_container(
+        "--env",
+        "SHIPYARD_INIT_PROFILES=web",
+        "--volume",
+        f"{site(tmp_path, 'shop', password, 'shop', host=address(db))}:/var/www/html:ro",
+    )
+    wait_ready(web)
+    assert supervised(web) == ["prepare", "log-agent", "php-fpm", "apache", "log-rotate"]
+    assert "mariadbd" not in commands(web)
+    assert http_get(web, "/")[0].strip() == "shop@%"
+    assert "apache2" in commands(web)
+    began = time.monotonic()
+    docker("stop", web)
+    assert inspect(web)["State"]["ExitCode"] == 0, logs(web)[-3000:]
+    assert time.monotonic() - began < 10
+
+
+def test_an_unknown_mode_stops_the_start_naming_it(run_container: RunContainer) -> None:
+    name = run_container("--env", "SHIPYARD_INIT_PROFILES=wbe")
+    assert wait_exited(name) == 78
+    assert "SHIPYARD_INIT_PROFILES: unknown profile 'wbe'" in logs(name)
