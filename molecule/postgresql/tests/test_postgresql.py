@@ -629,3 +629,193 @@ def test_the_server_dying_stops_the_container_with_its_status(run_container: Run
     docker("exec", name, "sh", "-c", 'kill -KILL "$(head -n 1 "$PGDATA/postmaster.pid")"')
     assert wait_exited(name) == 137
     assert "critical service postgres was killed by SIGKILL" in logs(name)
+
+
+# ---------------------------------------------------- replication
+
+REPLICATION_USER = "replicator"
+# A colon and a backslash: the password file escapes both.
+REPLICATION_PASSWORD = "repl:Secret\\4"  # noqa: S105
+
+
+# Waits in one session until row ROW is there, then prints how long ago the
+# primary stamped it.
+REPLAY_WAIT_SQL = """
+    DO $$ BEGIN
+        WHILE NOT EXISTS (SELECT 1 FROM stamps WHERE id = ROW) LOOP
+            PERFORM pg_sleep(0.005);
+            IF clock_timestamp() > statement_timestamp() + interval '30 s' THEN
+                RAISE 'row ROW did not arrive within 30 s';
+            END IF;
+        END LOOP;
+    END $$;
+    SELECT extract(epoch FROM clock_timestamp() - written) FROM stamps WHERE id = ROW;
+"""
+
+
+def replication_env(secret: Path, *more: str) -> tuple[str, ...]:
+    """The replication role, its password as a file, and more variables."""
+    pairs = [
+        f"POSTGRES_REPLICATION_USER={REPLICATION_USER}",
+        "POSTGRES_REPLICATION_PASSWORD_FILE=/run/secrets/repl",
+        *more,
+    ]
+    env = [arg for pair in pairs for arg in ("--env", pair)]
+    return (*env, "--volume", f"{secret}:/run/secrets/repl:ro")
+
+
+def superuser_sql(container: str, sql: str, *, check: bool = True) -> subprocess.CompletedProcess:
+    return psql(container, sql, user="postgres", database="postgres", check=check)
+
+
+def replay_lag(replica: str, row: int) -> float:
+    """Seconds from the primary stamping `row` to the replica seeing it.
+
+    The replica polls in one session (a new snapshot per statement on a hot
+    standby), so the figure holds no `docker exec` start-up; both
+    containers read the same clock.
+    """
+    sql = REPLAY_WAIT_SQL.replace("ROW", str(int(row)))
+    proc = psql(replica, sql, user="postgres", database="postgres")
+    return float(proc.stdout.split()[-1])
+
+
+def test_a_replica_streams_from_the_primary_and_takes_over_when_promoted(
+    run_container: RunContainer, tmp_path: Path
+) -> None:
+    secret = tmp_path / "replication"
+    secret.write_text(REPLICATION_PASSWORD + "\n")
+    secret.chmod(0o600)  # root only: the first run reads it before it drops to postgres
+    primary = run_container("--env", "POSTGRES_PASSWORD=primary-Secret-5", *replication_env(secret))
+    wait_ready(primary)
+    superuser_sql(
+        primary,
+        "CREATE TABLE stamps (id int PRIMARY KEY, written timestamptz NOT NULL);"
+        "INSERT INTO stamps VALUES (1, clock_timestamp())",
+    )
+    replica = run_container(
+        *replication_env(
+            secret,
+            f"POSTGRES_PRIMARY_HOST={address(primary)}",
+            "POSTGRES_REPLICATION_SLOT=replica_1",
+        ),
+        "volume:data:/var/lib/postgresql/data",
+    )
+    wait_ready(replica)
+    assert superuser_sql(replica, "SELECT pg_is_in_recovery()").stdout.strip() == "t"
+    assert superuser_sql(replica, "SELECT count(*) FROM stamps").stdout.strip() == "1"
+    streaming = superuser_sql(
+        primary,
+        "SELECT s.active, r.state, r.application_name FROM pg_replication_slots s "
+        "JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = 'replica_1'",
+    )
+    assert streaming.stdout.strip() == "t|streaming|replica_1"
+
+    superuser_sql(primary, "INSERT INTO stamps VALUES (2, clock_timestamp())")
+    lag = replay_lag(replica, 2)
+    assert lag < 1.0, f"the replica saw a row {lag:.3f} s after the primary wrote it"
+    refused = superuser_sql(replica, "INSERT INTO stamps VALUES (9, now())", check=False)
+    assert "read-only transaction" in refused.stderr
+
+    # Away for a while: the slot kept the WAL it missed, and a new start
+    # writes its password file again.
+    docker("stop", replica)
+    superuser_sql(primary, "INSERT INTO stamps VALUES (3, clock_timestamp())")
+    docker("start", replica)
+    wait_ready(replica)
+    replay_lag(replica, 3)
+    assert superuser_sql(replica, "SELECT pg_is_in_recovery()").stdout.strip() == "t"
+
+    # The password is in the password file on /run, nowhere the server shows.
+    conninfo = superuser_sql(replica, "SHOW primary_conninfo").stdout
+    assert "passfile=/run/postgresql/replication.pgpass" in conninfo
+    assert REPLICATION_PASSWORD not in conninfo
+    auto_conf = docker(
+        "exec", replica, "cat", "/var/lib/postgresql/data/postgresql.auto.conf"
+    ).stdout
+    assert REPLICATION_PASSWORD not in auto_conf
+    passfile = docker(
+        "exec", replica, "stat", "-c", "%U %a", "/run/postgresql/replication.pgpass"
+    ).stdout
+    assert passfile.split() == ["postgres", "600"]
+    for name in (primary, replica):
+        assert_no_secret_logged(name, {"POSTGRES_REPLICATION_PASSWORD": REPLICATION_PASSWORD})
+
+    # The primary is lost; the replica is promoted and takes writes.
+    docker("stop", primary)
+    docker("exec", "--user", "postgres", replica, "pg_ctl", "promote")
+    assert superuser_sql(replica, "SELECT pg_is_in_recovery()").stdout.strip() == "f"
+    superuser_sql(replica, "INSERT INTO stamps VALUES (4, clock_timestamp())")
+    # With the same variables it restarts as a primary, with every row.
+    docker("restart", replica)
+    wait_ready(replica)
+    assert superuser_sql(replica, "SELECT pg_is_in_recovery()").stdout.strip() == "f"
+    assert (
+        superuser_sql(
+            replica, "SELECT string_agg(id::text, ',' ORDER BY id) FROM stamps"
+        ).stdout.strip()
+        == "1,2,3,4"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        (
+            ("POSTGRES_PASSWORD=x", "POSTGRES_REPLICATION_USER=replicator"),
+            "POSTGRES_REPLICATION_PASSWORD",
+        ),
+        (
+            (
+                "POSTGRES_PRIMARY_HOST=10.0.0.1",
+                "POSTGRES_REPLICATION_USER=r",
+                "POSTGRES_REPLICATION_PASSWORD_FILE=/run/secrets/repl",
+            ),
+            "POSTGRES_REPLICATION_SLOT",
+        ),
+        (
+            (
+                "POSTGRES_PRIMARY_HOST=10.0.0.1",
+                "POSTGRES_REPLICATION_SLOT=s",
+                "POSTGRES_REPLICATION_PASSWORD_FILE=/run/secrets/repl",
+            ),
+            "POSTGRES_REPLICATION_USER",
+        ),
+        (
+            (
+                "POSTGRES_PRIMARY_HOST=db; rm",
+                "POSTGRES_REPLICATION_USER=r",
+                "POSTGRES_REPLICATION_SLOT=s",
+            ),
+            "POSTGRES_PRIMARY_HOST",
+        ),
+        (
+            (
+                "POSTGRES_PRIMARY_HOST=db",
+                "POSTGRES_PRIMARY_PORT=99999",
+                "POSTGRES_REPLICATION_USER=r",
+                "POSTGRES_REPLICATION_SLOT=s",
+            ),
+            "POSTGRES_PRIMARY_PORT",
+        ),
+        (
+            (
+                "POSTGRES_PRIMARY_HOST=db",
+                "POSTGRES_REPLICATION_USER=r",
+                "POSTGRES_REPLICATION_SLOT=s",
+            ),
+            "POSTGRES_REPLICATION_PASSWORD",
+        ),
+    ],
+)
+def test_a_replication_setting_that_cannot_work_stops_the_start_naming_it(
+    run_container: RunContainer, tmp_path: Path, variables: tuple[str, ...], named: str
+) -> None:
+    secret = tmp_path / "replication"
+    secret.write_text("r-Secret-6\n")
+    env = [arg for pair in variables for arg in ("--env", pair)]
+    name = run_container(*env, "--volume", f"{secret}:/run/secrets/repl:ro")
+    assert wait_exited(name) == 1
+    output = logs(name)
+    assert named in output, output
+    assert "started postgres " not in output
