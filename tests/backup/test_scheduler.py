@@ -126,3 +126,51 @@ def test_an_on_demand_backup_keeps_to_the_cpu_budget(
     finally:
         os.sched_setaffinity(0, before)
     assert len(seen[0]) == settings.cpus == 1
+
+
+def test_an_upload_hung_on_a_lost_s3_does_not_hold_back_its_health(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB's archiver uploads in the loop's tick; S3 lost mid-upload held that
+    tick for its read timeout, and with it the check and the health file."""
+    import threading
+    import time
+
+    engine = OutageEngine()
+    hung, release = threading.Event(), threading.Event()
+
+    def tick(health: Any) -> None:
+        if not engine.up:
+            hung.set()
+            release.wait(30)
+
+    engine.tick = tick  # type: ignore[method-assign]
+    monkeypatch.setattr(scheduling.engines, "for_settings", lambda settings: engine)
+    env = ENV | {"SHIPYARD_BACKUP_STATE_DIR": str(tmp_path), "SHIPYARD_BACKUP_CHECK_INTERVAL": "1"}
+    settings = load(tmp_path / "none.toml", env)
+    monkeypatch.setattr(scheduling.Scheduler, "start_due", lambda self: None)
+    scheduler = scheduling.Scheduler(settings)
+    monkeypatch.setattr(scheduling.signal, "signal", lambda *args: None)
+    loop = threading.Thread(target=scheduler.run, daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not settings.health_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        engine.up = False
+        assert hung.wait(10), "the tick never ran with S3 down"
+        # Two check intervals: the one running when S3 went, and the next.
+        deadline = time.monotonic() + 2 * settings.check_interval + 1
+        health: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            health = json.loads(settings.health_file.read_text())
+            if "S3 does not answer" in health["message"]:
+                break
+            time.sleep(0.1)
+        assert "S3 does not answer" in health["message"], health
+        assert not health["healthy"]
+    finally:
+        release.set()
+        scheduler.stop.set()
+        loop.join(10)
+    assert not loop.is_alive()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -23,22 +24,31 @@ class Health:
         self._path = path
         self._problems: dict[str, str] = {}
         self._last: tuple[bool, str] | None = None
+        # The service's loop, its backup thread and its check thread all
+        # report; one writer at a time, and one temporary file.
+        self._lock = threading.RLock()
 
     def problem(self, topic: str, message: str | None) -> None:
         """Set (or, with None, clear) the problem of one topic: s3, archive, full, ..."""
-        if message is None:
-            self._problems.pop(topic, None)
-        else:
-            self._problems[topic] = message
+        with self._lock:
+            if message is None:
+                self._problems.pop(topic, None)
+            else:
+                self._problems[topic] = message
 
     @property
     def message(self) -> str:
         """The problems, the one that explains the others first (the status line is cut at 500)."""
         order = {topic: i for i, topic in enumerate(TOPIC_ORDER)}
-        topics = sorted(self._problems, key=lambda t: (order.get(t, len(order)), t))
-        return "; ".join(self._problems[t] for t in topics)
+        with self._lock:
+            topics = sorted(self._problems, key=lambda t: (order.get(t, len(order)), t))
+            return "; ".join(self._problems[t] for t in topics)
 
     def publish(self, extra: dict[str, object] | None = None) -> None:
+        with self._lock:
+            self._publish(extra)
+
+    def _publish(self, extra: dict[str, object] | None) -> None:
         healthy = not self._problems
         state = (healthy, self.message)
         if state != self._last:

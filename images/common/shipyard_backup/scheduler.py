@@ -1,10 +1,13 @@
 """The supervised backup service: scheduled backups, archiving watch, health.
 
-One loop, one second per turn: every check_interval it asks S3 and the
-archiver how they are; it starts each scheduled backup (in a thread, so
-MariaDB's binary logs keep being archived meanwhile); and it rewrites the
-health file shipyard-init's `status` reads. A backup that was due while the
-container was down is taken at start and shows as missed until it is done.
+One loop, one second per turn: it archives (MariaDB's binary logs are
+uploaded in its turn), starts each scheduled backup (in a thread, so the
+archiving goes on meanwhile) and rewrites the health file shipyard-init's
+`status` reads. Every check_interval a thread of its own asks S3 and the
+archiver how they are, and rewrites the health file too: an upload that a
+lost S3 holds for its read timeout must not hold the report back with it.
+A backup that was due while the container was down is taken at start and
+shows as missed until it is done.
 """
 
 from __future__ import annotations
@@ -58,19 +61,14 @@ class Scheduler:
             self.health.publish({"mode": "off"})
             self.stop.wait()
             return 0
-        last_check = 0.0
+        threading.Thread(target=self.watch, name="watch", daemon=True).start()
         while not self.stop.is_set():
             if not self.ready:
                 self.start_up()
             if self.ready:
                 self.engine.tick(self.health)
                 self.start_due()
-            if time.monotonic() - last_check >= self.settings.check_interval:
-                last_check = time.monotonic()
-                self.check()
-            self.health.publish(
-                {"next": {k: iso(v) for k, v in self.next_due.items()}, "last": self.last_result}
-            )
+            self.publish()
             self.stop.wait(1.0)
         if self.running is not None:
             log.info("stopping: the backup in progress is abandoned; the next one starts over")
@@ -141,6 +139,19 @@ class Scheduler:
         self.health.problem(kind, None)
         self.last_result[kind] = {"time": iso(started), "ok": True, "id": result.get("id")}
         self.next_due[kind] = self.schedules()[kind].next_after(datetime.now(UTC))
+
+    def watch(self) -> None:
+        """Check now and every check_interval until stopped, publishing each outcome."""
+        while True:
+            self.check()
+            self.publish()
+            if self.stop.wait(self.settings.check_interval):
+                return
+
+    def publish(self) -> None:
+        # Copies: the other thread may be changing them.
+        next_due = {kind: iso(due) for kind, due in dict(self.next_due).items()}
+        self.health.publish({"next": next_due, "last": dict(self.last_result)})
 
     def check(self) -> None:
         try:
