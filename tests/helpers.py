@@ -22,6 +22,9 @@ import pytest
 import secret_scan  # molecule/secret_scan.py: pytest's pythonpath has molecule/
 
 ROOT = Path(__file__).resolve().parent.parent
+# The label dev_environment puts on what it makes (its vars/main.yml name,
+# its defaults' value): containers, volumes and the network.
+ENVIRONMENT_LABEL = "io.shipyard.environment=dev"
 BIN = Path(sys.executable).parent
 
 
@@ -107,6 +110,24 @@ def docker_proc(
 def docker(*args: str, host: str | None = None, check: bool = True, timeout: float = 300) -> str:
     """Run the docker CLI and return its stdout."""
     return docker_proc(*args, host=host, check=check, timeout=timeout).stdout
+
+
+def environment_state() -> str:
+    """The ids of the dev environment's containers, volumes and networks.
+
+    Only its own, by its label: the molecule scenarios that `make test` runs
+    beside pytest make and remove theirs on the same engine meanwhile.
+    """
+    only = ("--filter", f"label={ENVIRONMENT_LABEL}")
+    # Volumes are listed by name, which never shortens; `volume ls` has no --no-trunc.
+    listings = {
+        "container": ("--all", "--no-trunc"),
+        "volume": (),
+        "network": ("--no-trunc",),
+    }
+    return "\n".join(
+        docker(kind, "ls", "--quiet", *options, *only) for kind, options in listings.items()
+    )
 
 
 def inspect(container: str) -> dict:

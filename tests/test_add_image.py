@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from helpers import ROOT, docker, free_port, run_playbook
+from helpers import ENVIRONMENT_LABEL, ROOT, docker, free_port, run_playbook
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-LABEL = "io.shipyard.environment=dev"
+LABEL = ENVIRONMENT_LABEL
 
 # The fifth image's folder, with @DIR@, @IMAGE@ and @PORT@ to fill in
 # (the manifest as image.yml.in: with them it is not yet YAML).

@@ -11,14 +11,23 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, docker, docker_proc, inspect, run_playbook, wait_exited
+from helpers import (
+    ENVIRONMENT_LABEL,
+    ROOT,
+    docker,
+    docker_proc,
+    environment_state,
+    inspect,
+    run_playbook,
+    wait_exited,
+)
 
 # What a port published on every address reports; nothing binds to it here.
 EVERY_ADDRESS = "0.0.0.0"  # noqa: S104
 
 pytestmark = pytest.mark.docker
 
-LABEL = "io.shipyard.environment=dev"
+LABEL = ENVIRONMENT_LABEL
 WAIT_READY = ROOT / "roles" / "dev_environment" / "files" / "wait-ready.sh"
 
 
@@ -32,10 +41,6 @@ def environment_containers() -> list[str]:
     listed = docker("ps", "--filter", f"label={LABEL}", "--format", "{{.Names}}").split()
     assert listed, "the dev environment is not running: make up first"
     return listed
-
-
-def engine_state() -> str:
-    return docker("ps", "--all", "--quiet", "--no-trunc") + docker("volume", "ls", "--quiet")
 
 
 def test_the_fact_names_every_container_port_secret_and_the_bucket() -> None:
@@ -107,14 +112,14 @@ def test_a_port_gets_its_own_address_and_the_others_keep_the_default() -> None:
 def test_bad_names_secrets_and_overrides_fail_before_any_change(
     docker_engine: str, extra_vars: dict[str, object], message: str
 ) -> None:
-    before = engine_state()
+    before = environment_state()
     run = run_playbook("site.yml", extra_vars)
     assert run.rc != 0
     # Said in the clear, not hidden behind no_log.
     assert any(message in m for m in run.messages), run.messages
     assert "Prepare the Docker host" not in run.raw
     assert not (ROOT / ".shipyard" / "escape").exists()
-    assert engine_state() == before
+    assert environment_state() == before
 
 
 def test_no_container_holds_a_secret_in_its_environment() -> None:

@@ -7,19 +7,9 @@ twice) and by molecule/default (converge, idempotence, verify).
 from __future__ import annotations
 
 import pytest
-from helpers import docker, run_playbook
+from helpers import environment_state, run_playbook
 
 pytestmark = pytest.mark.docker
-
-
-def engine_state() -> str:
-    """Every container, volume and network with its id: any change shows up."""
-    return "\n".join(
-        docker(kind, "ls", "--all", "--quiet", "--no-trunc")
-        if kind == "container"
-        else docker(kind, "ls", "--quiet")
-        for kind in ("container", "volume", "network")
-    )
 
 
 @pytest.mark.parametrize(
@@ -36,13 +26,13 @@ def engine_state() -> str:
 def test_broken_configuration_fails_before_any_change(
     docker_engine: str, extra_vars: dict[str, object], message: str
 ) -> None:
-    before = engine_state()
+    before = environment_state()
     run = run_playbook("site.yml", extra_vars)
     assert run.rc != 0
     assert message in run.raw, run.raw[-3000:]
     # Only the preflight play ran: no other play's task appears in the report.
     assert "Prepare the Docker host" not in run.raw
-    assert engine_state() == before
+    assert environment_state() == before
 
 
 def test_one_image_by_tag_uses_the_resolved_base(base_image: str) -> None:
