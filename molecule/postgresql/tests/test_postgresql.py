@@ -819,3 +819,5 @@ def test_a_replication_setting_that_cannot_work_stops_the_start_naming_it(
     output = logs(name)
     assert named in output, output
     assert "started postgres " not in output
+    # Refused before initdb, which would leave a directory later starts refuse.
+    assert "Initializing database files" not in output
