@@ -1005,8 +1005,6 @@ class Supervisor:
 
     async def _start_all(self) -> None:
         for runtime in self._runtimes:
-            if self.stopping:
-                return
             if runtime.service.kind == ONESHOT:
                 started = await self._start_oneshot(runtime)
             else:
@@ -1139,13 +1137,13 @@ class Supervisor:
 
     async def _await_ready(self, runtime: Runtime, child: Child) -> None:
         probe = runtime.service.ready
-        while probe is not None and not self.stopping:
+        while probe is not None:
             error = await self._probe_once(runtime.service, probe)
             if error is None:
                 break
             runtime.last_probe_error = error
             await asyncio.sleep(runtime.service.ready_interval)
-        if child is runtime.child and not child.exited.done() and not self.stopping:
+        if child is runtime.child and not child.exited.done():
             runtime.state = "ready"
             runtime.ready.set()
             self._publish()
