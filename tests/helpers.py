@@ -158,6 +158,12 @@ def wait_ready(container: str, timeout: float = 180) -> None:
         pytest.fail(f"{container} not ready: {answer}\n{logs(container)[-3000:]}")
 
 
+def supervised(container: str) -> list[str]:
+    """The services the container's supervisor runs, in start order (its status file)."""
+    status = docker("exec", container, "cat", "/run/shipyard/init-status.json")
+    return [service["name"] for service in json.loads(status)["services"]]
+
+
 def assert_no_secret_logged(container: str, secrets: Mapping[str, str]) -> None:
     """No secret (name -> value) in `docker logs` or in any file under /var/log.
 

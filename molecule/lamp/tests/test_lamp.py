@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import json
 import subprocess
 import time
 import urllib.request
@@ -49,6 +48,7 @@ from container_checks import (
     docker,
     inspect,
     logs,
+    supervised,
     wait_exited,
     wait_healthy,
     wait_ready,
@@ -528,12 +528,6 @@ def test_mariadb_dying_stops_the_container_with_its_status(run_container: RunCon
 
 
 # ---------------------------------------------------- modes
-
-
-def supervised(container: str) -> list[str]:
-    """The services the container's supervisor runs, in start order."""
-    status = docker("exec", container, "cat", "/run/shipyard/init-status.json").stdout
-    return [service["name"] for service in json.loads(status)["services"]]
 
 
 def commands(container: str) -> set[str]:

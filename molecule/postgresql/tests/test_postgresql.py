@@ -42,6 +42,7 @@ from container_checks import (
     docker,
     inspect,
     logs,
+    supervised,
     wait_exited,
     wait_healthy,
     wait_ready,
@@ -234,9 +235,7 @@ def test_the_steps_before_the_server_and_the_agent_come_in_order(
 ) -> None:
     """Every start waits for the one-shots: the backup ones are one process, and the
     log agent starts after them, just before the server, so it does not compete with them."""
-    status = json.loads(docker("exec", instance, "cat", "/run/shipyard/init-status.json").stdout)
-    names = [service["name"] for service in status["services"]]
-    assert names == [
+    assert supervised(instance) == [
         "prepare",
         "backup-prepare",
         "postgres-init",
