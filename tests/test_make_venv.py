@@ -3,6 +3,7 @@ targets that run it, the test tools on top only for those that test it."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -61,13 +62,49 @@ def test_the_test_targets_add_the_test_tools(checkout: Path, target: str) -> Non
     assert install_line(plan, "requirements-test.txt") > stack
 
 
-def test_pip_byte_compiles_what_it_installs(checkout: Path) -> None:
+def compiled(plan: list[str]) -> list[str]:
+    """The compileall lines of PLAN."""
+    return [line for line in plan if " -m compileall " in line]
+
+
+def test_every_install_is_followed_by_a_byte_compile(checkout: Path) -> None:
     # Where PYTHONDONTWRITEBYTECODE is set, the install is the only time the
     # venv's bytecode is written; without it every run compiles again.
     plan = planned(checkout, "venv").splitlines()
-    installs = [line for line in plan if " -m pip install " in line]
+    installs = [n for n, line in enumerate(plan) if " -m pip install " in line]
+    compiles = [n for n, line in enumerate(plan) if " -m compileall " in line]
     assert len(installs) >= 3
-    assert not any("--no-compile" in line.split() for line in installs), installs
+    assert len(compiles) == 2, plan
+    assert compiles[0] > installs[1] and compiles[1] > installs[-1], plan
+
+
+# A task or filter written as namespace.collection.name, in the files the plays load.
+FQCN = re.compile(r"\b([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\.[a-z][a-z0-9_]*\b")
+PLAY_FILES = ["site.yml", "playbooks", "roles", "molecule", "inventory"]
+
+
+def named_collections() -> set[str]:
+    found: set[str] = set()
+    for top in PLAY_FILES:
+        path = ROOT / top
+        for file in [path] if path.is_file() else [*path.rglob("*.yml"), *path.rglob("*.j2")]:
+            for namespace, collection in FQCN.findall(file.read_text()):
+                core = collection in {"builtin", "legacy"}
+                if namespace in {"community", "ansible"} and not core:
+                    found.add(f"{namespace}/{collection}")
+    return found
+
+
+def test_the_collections_the_plays_name_are_byte_compiled(checkout: Path) -> None:
+    lines = compiled(planned(checkout, "venv-stack").splitlines())
+    assert lines
+    paths = set(re.findall(r"/ansible_collections/([a-z_]+/[a-z_]+)", " ".join(lines)))
+    named = named_collections()
+    # The check sees the collections that are there to be seen.
+    assert {"community/docker", "community/postgresql"} <= named
+    missing, unnamed = sorted(named - paths), sorted(paths - named)
+    assert not missing, f"add {missing} to COMPILED_COLLECTIONS in the Makefile"
+    assert not unnamed, f"no play names {unnamed}: drop it from COMPILED_COLLECTIONS"
 
 
 def pins(name: str) -> set[str]:
