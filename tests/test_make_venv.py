@@ -22,10 +22,14 @@ FILES = (
 )
 
 
+# uv installs the pinned sets; pip installs uv alone.
+INSTALLER = "/uv pip install "
+
+
 def install_line(plan: str, requirements: str) -> int:
-    """The line of PLAN that pip-installs REQUIREMENTS, or -1."""
+    """The line of PLAN that installs REQUIREMENTS, or -1."""
     for number, line in enumerate(plan.splitlines()):
-        if " -m pip install " in line and f" -r {requirements} " in f"{line} ":
+        if INSTALLER in line and f" -r {requirements} " in f"{line} ":
             return number
     return -1
 
@@ -71,7 +75,7 @@ def test_every_install_is_followed_by_a_byte_compile(checkout: Path) -> None:
     # Where PYTHONDONTWRITEBYTECODE is set, the install is the only time the
     # venv's bytecode is written; without it every run compiles again.
     plan = planned(checkout, "venv").splitlines()
-    installs = [n for n, line in enumerate(plan) if " -m pip install " in line]
+    installs = [n for n, line in enumerate(plan) if INSTALLER in line]
     compiles = [n for n, line in enumerate(plan) if " -m compileall " in line]
     assert len(installs) >= 3
     assert len(compiles) == 2, plan
@@ -124,6 +128,15 @@ def test_the_stack_set_holds_no_test_tool() -> None:
     }
     assert pins("requirements.txt") & test_tools == set()
     assert pins("requirements-test.txt") >= test_tools
+
+
+def test_uv_is_installed_at_its_pin_before_it_installs_the_rest(checkout: Path) -> None:
+    plan = planned(checkout, "venv-stack").splitlines()
+    bootstrap = [n for n, line in enumerate(plan) if " -m pip install " in line]
+    assert len(bootstrap) == 1, plan
+    assert "--constraint requirements.txt uv" in plan[bootstrap[0]]
+    assert "uv" in pins("requirements.txt")
+    assert bootstrap[0] < install_line("\n".join(plan), "requirements.txt")
 
 
 def test_no_pin_is_in_both_files() -> None:
