@@ -6,6 +6,8 @@ twice) and by molecule/default (converge, idempotence, verify).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from helpers import environment_state, run_playbook
 
@@ -43,3 +45,24 @@ def test_one_image_by_tag_uses_the_resolved_base(base_image: str) -> None:
     assert run.rc == 0, run.raw
     assert run.facts["base_image_resolved"] == base_image
     assert run.changed == 0, run.raw
+
+
+@pytest.mark.parametrize(
+    ("variable", "content", "message"),
+    [
+        ("backup_s3_access_key_id_file", None, "does not exist or is empty"),
+        ("backup_s3_secret_access_key_file", "", "does not exist or is empty"),
+        ("backup_s3_ca_file", None, "does not exist"),
+    ],
+)
+def test_a_missing_or_empty_backup_file_fails_naming_its_variable(
+    docker_engine: str, tmp_path: Path, variable: str, content: str | None, message: str
+) -> None:
+    path = tmp_path / "given"
+    if content is not None:
+        path.write_text(content)
+    before = environment_state()
+    run = run_playbook("playbooks/environment.yml", {variable: str(path)})
+    assert run.rc != 0
+    assert f"{variable}: {path} {message}" in run.raw, run.raw[-3000:]
+    assert environment_state() == before
