@@ -1,7 +1,7 @@
 """site.yml skips a stage whose inputs are those of the last run that succeeded.
 
 Against the running dev environment (`make up` first): a run with nothing
-changed skips the databases, logging and app stages; a changed variable of
+changed skips the databases, logging, app and backup stages; a changed variable of
 one stage's roles runs that stage (and those after it) again; a failed run
 leaves the record as it was, so the next run does not skip what failed.
 """
@@ -35,7 +35,7 @@ def settled(docker_engine: str) -> None:
 def test_a_run_with_nothing_changed_skips_the_stages() -> None:
     run = run_playbook("site.yml")
     assert run.rc == 0, run.raw[-3000:]
-    assert skipped(run.messages) == ["databases", "logging", "app"]
+    assert skipped(run.messages) == ["databases", "logging", "app", "backup"]
     assert run.changed == 0, run.raw[-3000:]
     # The backup endpoint's CA and certificate are unchanged: not one
     # community.crypto check of them runs.
@@ -70,4 +70,4 @@ def test_a_failed_run_leaves_the_record_alone() -> None:
     assert RECORD.read_text() == before
     again = run_playbook("site.yml")
     assert again.rc == 0, again.raw[-3000:]
-    assert skipped(again.messages) == ["databases", "logging", "app"]
+    assert skipped(again.messages) == ["databases", "logging", "app", "backup"]
