@@ -6,7 +6,7 @@
              builds, starts, provisions, ships
   fresh      (--fresh, instead of cold) a fresh machine as far as one can be
              made here: cold with the base image and Docker's layer cache
-             removed, into a new venv with an empty pip cache. The engine
+             removed, into a new venv with empty pip and uv caches. The engine
              itself stays installed (its apt install takes about 8 s).
   warm-full  `make up FULL=1` on the running environment: every stage runs
              and changes nothing; the baseline, what a no-change run costs
@@ -103,8 +103,9 @@ def main() -> None:
             # is ignored by git. The usual .venv serves the steps after.
             venv = Path(".shipyard/bench-fresh-venv")
             shutil.rmtree(ROOT / venv, ignore_errors=True)
-            with tempfile.TemporaryDirectory(prefix="shipyard-pip-") as pip_cache:
-                env = {"PIP_CACHE_DIR": pip_cache}
+            # Both installers' caches: pip installs uv, uv the rest.
+            with tempfile.TemporaryDirectory(prefix="shipyard-pip-") as cache:
+                env = {"PIP_CACHE_DIR": f"{cache}/pip", "UV_CACHE_DIR": f"{cache}/uv"}
                 results[first].append(make("up", f"VENV={venv}", env=env))
             shutil.rmtree(ROOT / venv, ignore_errors=True)
         elif not args.skip_cold:
