@@ -36,6 +36,10 @@ def image(ref: str) -> dict[str, object]:
     }
 
 
+def unnamed(entry: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in entry.items() if k != "ref"}
+
+
 def run(
     tmp_path: Path, refs: list[str], jobs: int, shared: bool = False
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
@@ -49,7 +53,10 @@ def run(
         "context": str(tmp_path),
         "jobs": jobs,
         "timeout": 30,
-        "shared": {"target": "shipyard-runtime", "image": image(refs[0])} if shared else None,
+        # The role gives the first image's manifest entry, which has no ref.
+        "shared": {"target": "shipyard-runtime", "image": unnamed(image(refs[0]))}
+        if shared
+        else None,
         "images": [image(r) for r in refs],
     }
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DOCKER_CALLS": str(calls)}
@@ -107,3 +114,32 @@ def test_a_negative_job_count_is_refused_naming_the_variable(tmp_path: Path) -> 
     proc, calls = run(tmp_path, ["i/a:t"], -1)
     assert proc.returncode == 2 and "container_image_build_jobs" in proc.stderr
     assert calls == []
+
+
+def test_a_build_gives_the_image_every_tag(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text('#!/bin/sh\nprintf "%s\\n" "$@" >> "$DOCKER_CALLS"\n')
+    (bin_dir / "docker").chmod(0o755)
+    calls = tmp_path / "calls"
+    spec = {
+        "docker_host": "unix:///nowhere",
+        "context": str(tmp_path),
+        "jobs": 1,
+        "timeout": 30,
+        "shared": None,
+        "images": [{**image("i/a:latest"), "also": ["i/a:1.0", "i/a:1"]}],
+    }
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DOCKER_CALLS": str(calls)}
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), json.dumps(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    argv = calls.read_text().splitlines()
+    tags = [argv[n + 1] for n, arg in enumerate(argv) if arg == "--tag"]
+    assert tags == ["i/a:latest", "i/a:1.0", "i/a:1"]
