@@ -10,6 +10,7 @@ environment that ran before the test is brought back.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -124,10 +125,18 @@ def test_make_up_runs_it_next_to_the_others(probe: Probe, up: Up) -> None:
 @dataclass
 class Down:
     stopped: list[str]  # the containers, in the order they stopped
+    volumes: dict[str, bool]  # each volume the containers mounted: is it named
 
 
 @pytest.fixture(scope="module")
 def down(probe: Probe, up: Up) -> Down:
+    inspected = docker("inspect", "--format", "{{json .Mounts}}", *up.after).splitlines()
+    volumes = {
+        m["Name"]: not re.fullmatch("[0-9a-f]{64}", m["Name"])
+        for line in inspected
+        for m in json.loads(line)
+        if m["Type"] == "volume"
+    }
     since = f"{time.time() - 1:.3f}"
     make("down")
     until = f"{time.time() + 1:.3f}"
@@ -144,7 +153,7 @@ def down(probe: Probe, up: Up) -> Down:
         "--format",
         "{{.Actor.Attributes.name}}",
     )
-    return Down(events.split())
+    return Down(events.split(), volumes)
 
 
 def test_make_down_stops_the_services_the_others_send_to_last(up: Up, down: Down) -> None:
@@ -163,3 +172,12 @@ def test_make_down_stops_the_services_the_others_send_to_last(up: Up, down: Down
 def test_make_down_removes_it(probe: Probe, up: Up, down: Down) -> None:
     assert environment() == {}
     assert not docker("ps", "--all", "--quiet", "--filter", f"name={probe.container}").strip()
+
+
+def test_make_down_keeps_the_named_volumes_and_removes_the_anonymous_ones(down: Down) -> None:
+    # An image's VOLUME without a name in the manifest (/var/log) gets an
+    # anonymous volume, which no later container mounts again.
+    assert any(down.volumes.values()) and not all(down.volumes.values()), down.volumes
+    left = set(docker("volume", "ls", "--quiet").split())
+    assert {name for name, named in down.volumes.items() if named} <= left
+    assert not {name for name, named in down.volumes.items() if not named} & left
