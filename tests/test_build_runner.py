@@ -41,11 +41,16 @@ def unnamed(entry: dict[str, object]) -> dict[str, object]:
 
 
 def run(
-    tmp_path: Path, refs: list[str], jobs: int, shared: bool = False
+    tmp_path: Path,
+    refs: list[str],
+    jobs: int,
+    shared: bool = False,
+    images: list[dict[str, object]] | None = None,
+    fake: str = FAKE_DOCKER,
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").write_text(fake)
     (bin_dir / "docker").chmod(0o755)
     calls = tmp_path / "calls"
     spec = {
@@ -57,7 +62,7 @@ def run(
         "shared": {"target": "shipyard-runtime", "image": unnamed(image(refs[0]))}
         if shared
         else None,
-        "images": [image(r) for r in refs],
+        "images": images or [image(r) for r in refs],
     }
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DOCKER_CALLS": str(calls)}
     proc = subprocess.run(
@@ -117,29 +122,13 @@ def test_a_negative_job_count_is_refused_naming_the_variable(tmp_path: Path) -> 
 
 
 def test_a_build_gives_the_image_every_tag(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text('#!/bin/sh\nprintf "%s\\n" "$@" >> "$DOCKER_CALLS"\n')
-    (bin_dir / "docker").chmod(0o755)
-    calls = tmp_path / "calls"
-    spec = {
-        "docker_host": "unix:///nowhere",
-        "context": str(tmp_path),
-        "jobs": 1,
-        "timeout": 30,
-        "shared": None,
-        "images": [{**image("i/a:latest"), "also": ["i/a:1.0", "i/a:1"]}],
-    }
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DOCKER_CALLS": str(calls)}
-    proc = subprocess.run(
-        [sys.executable, str(RUNNER), json.dumps(spec)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    proc, argv = run(
+        tmp_path,
+        ["i/a:latest"],
+        1,
+        images=[{**image("i/a:latest"), "also": ["i/a:1.0", "i/a:1"]}],
+        fake='#!/bin/sh\nprintf "%s\\n" "$@" >> "$DOCKER_CALLS"\n',
     )
     assert proc.returncode == 0, proc.stderr
-    argv = calls.read_text().splitlines()
     tags = [argv[n + 1] for n, arg in enumerate(argv) if arg == "--tag"]
     assert tags == ["i/a:latest", "i/a:1.0", "i/a:1"]
