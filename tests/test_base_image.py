@@ -8,9 +8,54 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import docker, run_playbook
+from helpers import ROOT, PlaybookRun, docker, run_playbook
 
 PLAYBOOK = "playbooks/base_image.yml"
+# The two plays as site.yml runs them: the Docker host, then the base image.
+HOST_THEN_BASE = f"""
+- import_playbook: {ROOT}/playbooks/docker_host.yml
+- import_playbook: {ROOT}/{PLAYBOOK}
+"""
+# What the docker_host play sees on a host whose engine is not installed yet.
+NO_DOCKERD = "/nonexistent/dockerd"
+# A mirror nothing answers on, so a bootstrap fails at once.
+DEAD_MIRROR = "http://127.0.0.1:9/debian"
+
+
+def host_then_base(tmp_path: Path, extra: dict) -> PlaybookRun:
+    playbook = tmp_path / "host-then-base.yml"
+    playbook.write_text(HOST_THEN_BASE)
+    return run_playbook(playbook, extra)
+
+
+def task_outcomes(run: PlaybookRun) -> list[tuple[str, str]]:
+    """(task name, ok/changed/skipped/failed) in the order the run took them."""
+    report = json.loads(run.raw[run.raw.index("{") :].rsplit("}", 1)[0] + "}")
+    outcomes = []
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for result in task["hosts"].values():
+                state = (
+                    "failed"
+                    if result.get("failed")
+                    else "skipped"
+                    if result.get("skipped")
+                    else "changed"
+                    if result.get("changed")
+                    else "ok"
+                )
+                # Without the "role : " prefix that role tasks carry.
+                outcomes.append((task["task"]["name"].split(" : ", 1)[-1], state))
+    return outcomes
+
+
+def position(outcomes: list[tuple[str, str]], prefix: str, state: str | None = None) -> int:
+    """Where the first task named prefix... ran (with that outcome); fails when none did."""
+    for index, (name, outcome) in enumerate(outcomes):
+        if name.startswith(prefix) and state in (None, outcome):
+            return index
+    pytest.fail(f"no task {prefix!r} ({state or 'any'}) in {outcomes}")
+
 
 pytestmark = pytest.mark.docker
 
@@ -26,7 +71,11 @@ def bootstrapped(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -
         # Nothing named shipyard-test exists anywhere; skip the pull to keep the run short.
         "base_image_pull": False,
     }
-    first = run_playbook(PLAYBOOK, extra)
+    # The first run is a fresh host's: no dockerd yet, so debootstrap starts
+    # in the docker_host play. The second is every later run's.
+    first = host_then_base(
+        tmp_path_factory.mktemp("playbook"), extra | {"docker_host_dockerd_path": NO_DOCKERD}
+    )
     second = run_playbook(PLAYBOOK, extra)
     yield {"extra": extra, "first": first, "second": second}
     docker("image", "rm", "--force", extra["base_image_bootstrap_name"], check=False)
@@ -41,6 +90,22 @@ def test_bootstrap_imports_a_labelled_image(bootstrapped: dict) -> None:
     assert labels["io.shipyard.base.suite"] == "trixie"
     assert labels["io.shipyard.base.variant"] == "minbase"
     assert labels["io.shipyard.base.date"].startswith("20")
+
+
+def test_a_host_without_dockerd_bootstraps_while_the_engine_is_made_ready(
+    bootstrapped: dict,
+) -> None:
+    outcomes = task_outcomes(bootstrapped["first"])
+    started = position(outcomes, "Start debootstrap in the background", "changed")
+    engine = position(outcomes, "Check that the engine answers")
+    waited = position(outcomes, "Wait for debootstrap to finish", "ok")
+    assert started < engine < waited, outcomes
+    # One bootstrap: the base_image play waited for the one already running.
+    assert [name for name, _ in outcomes].count(
+        "Start debootstrap in the background for Debian trixie"
+    ) == 1
+    left = sorted(p.name for p in Path(bootstrapped["extra"]["base_image_bootstrap_dir"]).iterdir())
+    assert left == [], f"working files left behind: {left}"
 
 
 def test_bootstrap_is_reported(bootstrapped: dict) -> None:
@@ -110,6 +175,66 @@ def test_present_image_is_used_as_is(bootstrapped: dict, tmp_path: Path) -> None
     assert run.facts["base_image_resolved"] == present
     assert not (tmp_path / "unused").exists(), "the present path must not touch the bootstrap dir"
     assert not docker("image", "ls", "--quiet", f"shipyard-test/never:{tag}").strip()
+
+
+def test_an_unneeded_background_bootstrap_is_discarded(bootstrapped: dict, tmp_path: Path) -> None:
+    """No dockerd, yet the engine has the preferred image: the bootstrap that
+    started beside the engine's install is waited for and its files removed."""
+    workdir = tmp_path / "bootstrap"
+    run = host_then_base(
+        tmp_path,
+        {
+            "docker_host_dockerd_path": NO_DOCKERD,
+            "base_image_name": bootstrapped["extra"]["base_image_bootstrap_name"],
+            "base_image_bootstrap_name": f"shipyard-test/never:{uuid.uuid4().hex[:8]}",
+            "base_image_bootstrap_dir": str(workdir),
+            "base_image_mirror": DEAD_MIRROR,
+        },
+    )
+    assert run.rc == 0, run.raw
+    outcomes = task_outcomes(run)
+    assert position(outcomes, "Start debootstrap in the background", "changed") < position(
+        outcomes, "Wait for a bootstrap still running", "ok"
+    )
+    position(outcomes, "Forget the background bootstrap's job", "ok")
+    assert run.facts["base_image_resolved"] == bootstrapped["extra"]["base_image_bootstrap_name"]
+    assert sorted(p.name for p in workdir.iterdir()) == []
+
+
+def test_a_seeded_host_starts_no_bootstrap(bootstrapped: dict, tmp_path: Path) -> None:
+    """The controller seeds its images into such a host, the base among them."""
+    run = host_then_base(
+        tmp_path,
+        {
+            "docker_host_dockerd_path": NO_DOCKERD,
+            "docker_host_seed_images": ["shipyard/*"],
+            "base_image_name": bootstrapped["extra"]["base_image_bootstrap_name"],
+            "base_image_bootstrap_dir": str(tmp_path / "unused"),
+        },
+    )
+    assert run.rc == 0, run.raw
+    assert run.changed == 0, run.raw
+    position(task_outcomes(run), "Start the base image's bootstrap beside", "skipped")
+    assert not (tmp_path / "unused").exists()
+
+
+def test_a_failed_background_bootstrap_fails_the_run_with_its_error(
+    docker_engine: str, tmp_path: Path
+) -> None:
+    run = host_then_base(
+        tmp_path,
+        {
+            "docker_host_dockerd_path": NO_DOCKERD,
+            "base_image_name": f"shipyard-test/absent:{uuid.uuid4().hex[:8]}",
+            "base_image_bootstrap_name": f"shipyard-test/never:{uuid.uuid4().hex[:8]}",
+            "base_image_bootstrap_dir": str(tmp_path / "bootstrap"),
+            "base_image_pull": False,
+            "base_image_mirror": DEAD_MIRROR,
+        },
+    )
+    assert run.rc != 0
+    assert position(task_outcomes(run), "Wait for debootstrap to finish", "failed")
+    assert "127.0.0.1:9" in run.raw, run.raw
 
 
 def test_failed_pull_falls_back_and_says_why(docker_engine: str, tmp_path: Path) -> None:

@@ -1,9 +1,17 @@
 #!/bin/sh
-# Strip a freshly bootstrapped root file system to what debian:*-slim ships.
+# Turn a fresh debootstrap into the root file system of debian:*-slim, packed
+# for `docker import`: lay the staged container settings over it, strip it,
+# tar it. One script, so the three steps cost one round trip.
 set -eu
 
-rootfs=${1:?usage: slim-rootfs.sh ROOTFS}
-[ -d "$rootfs/etc/apt" ] || { echo "slim-rootfs: $rootfs is not a Debian root file system" >&2; exit 2; }
+rootfs=${1:?usage: pack-rootfs.sh ROOTFS OVERLAY TARBALL}
+overlay=${2:?usage: pack-rootfs.sh ROOTFS OVERLAY TARBALL}
+tarball=${3:?usage: pack-rootfs.sh ROOTFS OVERLAY TARBALL}
+[ -d "$rootfs/etc/apt" ] || { echo "pack-rootfs: $rootfs is not a Debian root file system" >&2; exit 2; }
+[ -d "$overlay/etc" ] || { echo "pack-rootfs: $overlay holds no staged settings" >&2; exit 2; }
+
+# The staged files keep the modes and owners they were written with.
+cp -a "$overlay/." "$rootfs/"
 
 # Files that dpkg.cfg.d/docker-slim would have excluded had it been there from the start.
 find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
@@ -20,3 +28,5 @@ rm -rf "$rootfs/tmp/"* "$rootfs/var/tmp/"*
 # Docker provides these per container; the host's copies must not leak in.
 rm -f "$rootfs/etc/resolv.conf" "$rootfs/etc/hostname" "$rootfs/etc/hosts"
 : > "$rootfs/etc/machine-id"
+
+tar --create --file="$tarball" --numeric-owner --xattrs --directory="$rootfs" .
